@@ -1,0 +1,494 @@
+#!/usr/bin/env python3
+"""Measurement helper for bench/smtp-bench.sh (standard library only).
+
+Subcommands
+  run        run the load generator against a running server and measure it
+             (one JSON object on stdout)
+  tree       print the pids of a process tree, one per line
+  snapshot   print pid:starttime of a process tree (for wait-gone)
+  wait-gone  wait for snapshotted processes to exit, SIGKILL them after a timeout
+  summarize  turn the raw CSV into the markdown table of medians
+  free-port  print a free TCP port on 127.0.0.1
+
+What `run` measures (see bench/README.md):
+  accepted  - wall time from starting the load generator until it exits
+  delivered - wall time from starting the load generator until the Nth file is
+              in the Maildir's new/ (polled every 20 ms)
+  CPU       - utime+stime+cutime+cstime summed over the server's process tree
+              (root process plus all live descendants), after minus before.
+              Children that exit during the run are reaped by their parent and
+              show up in its cutime/cstime, so nothing is lost or double-counted.
+  memory    - every 100 ms the sum of Pss and Rss (/proc/PID/smaps_rollup)
+              over the process tree; the peak is reported.
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- /proc access
+
+def read_stat(pid):
+    """Return (ppid, comm, cpu_ticks) from /proc/PID/stat or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    lpar = data.index("(")
+    rpar = data.rindex(")")
+    comm = data[lpar + 1:rpar]
+    rest = data[rpar + 2:].split()
+    # rest[0] is field 3 (state); field n of proc(5) is rest[n - 3]
+    ppid = int(rest[1])
+    utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
+    return ppid, comm, utime + stime + cutime + cstime
+
+
+def all_procs():
+    """{pid: (ppid, comm, ticks)} for every process on the machine."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = read_stat(int(name))
+            if st is not None:
+                out[int(name)] = st
+    return out
+
+
+def tree(root, procs=None):
+    """Pids of root and all its descendants."""
+    if procs is None:
+        procs = all_procs()
+    children = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    if root not in procs:
+        return []
+    result, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        result.append(pid)
+        todo.extend(children.get(pid, ()))
+    return result
+
+
+def tree_cpu(root):
+    """(total ticks, {comm: ticks}, npids) of the tree. Retried until the set
+    of pids is the same before and after reading them, so that a child reaped
+    in between is neither lost nor counted twice (live and in cutime)."""
+    for _ in range(50):
+        pids = sorted(tree(root))
+        by_comm, total, gone = {}, 0, False
+        for pid in pids:
+            st = read_stat(pid)
+            if st is None:
+                gone = True
+                break
+            total += st[2]
+            by_comm[st[1]] = by_comm.get(st[1], 0) + st[2]
+        if not gone and pids and sorted(tree(root)) == pids:
+            return total, by_comm, len(pids)
+        time.sleep(0.01)
+    raise RuntimeError(f"could not read a stable CPU figure of process tree {root}")
+
+
+def smaps_rollup(pid):
+    """(pss_kb, rss_kb) of one process, or (0, 0) if it is gone."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith(b"Rss:"):
+                    rss = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return pss, rss
+
+
+def tree_mem(root):
+    pss = rss = 0
+    pids = tree(root)
+    for pid in pids:
+        p, r = smaps_rollup(pid)
+        pss += p
+        rss += r
+    return pss, rss, len(pids)
+
+
+class MemSampler(threading.Thread):
+    def __init__(self, root, interval):
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak_pss = self.peak_rss = self.peak_procs = 0
+        self.samples = 0
+        self.stop_event = threading.Event()
+
+    def sample(self):
+        pss, rss, n = tree_mem(self.root)
+        self.peak_pss = max(self.peak_pss, pss)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_procs = max(self.peak_procs, n)
+        self.samples += 1
+
+    def run(self):
+        nxt = time.monotonic()
+        while not self.stop_event.is_set():
+            self.sample()
+            nxt += self.interval
+            delay = nxt - time.monotonic()
+            if delay < 0:          # fell behind: do not try to catch up
+                nxt = time.monotonic()
+                delay = 0
+            self.stop_event.wait(delay)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join()
+        self.sample()
+
+
+def count_files(directory):
+    try:
+        with os.scandir(directory) as it:
+            return sum(1 for e in it if not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
+def count_tree_files(directories):
+    n = 0
+    for d in directories:
+        for _, _, files in os.walk(d):
+            n += len(files)
+    return n
+
+
+# ---------------------------------------------------------------- subcommands
+
+def cmd_run(a):
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    if not cmd:
+        sys.exit("procstats run: no load command given")
+    if read_stat(a.root_pid) is None:
+        sys.exit(f"procstats run: server pid {a.root_pid} is not running")
+    if count_files(a.maildir) != 0:
+        sys.exit(f"procstats run: {a.maildir} is not empty before the run")
+
+    cpu0, comm0, _ = tree_cpu(a.root_pid)
+    sampler = MemSampler(a.root_pid, a.mem_interval)
+    sampler.sample()
+    sampler.start()
+
+    client_before = os.times()
+    self_before = time.process_time()
+    log = open(a.client_log, "ab") if a.client_log else subprocess.DEVNULL
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    exited = {}
+
+    def waiter():
+        rc = proc.wait()
+        exited["t"] = time.monotonic()
+        exited["rc"] = rc
+
+    wt = threading.Thread(target=waiter, daemon=True)
+    wt.start()
+
+    status = "ok"
+    t_del = None
+    count = 0
+    deadline = t0 + a.timeout
+    while True:
+        now = time.monotonic()
+        if t_del is None:
+            count = count_files(a.maildir)
+            if count >= a.messages:
+                t_del = time.monotonic()
+        if t_del is not None and "t" in exited:
+            break
+        if read_stat(a.root_pid) is None:
+            status = "server-died"
+            break
+        if now > deadline:
+            status = "timeout"
+            break
+        time.sleep(a.poll)
+
+    if status != "ok":
+        if proc.poll() is None:
+            proc.kill()
+        wt.join(5)
+
+    # Let the server finish its bookkeeping (queue file removal, ...) so that
+    # its cost is counted: wait until the given queue directories are empty,
+    # then a short settle time.
+    queue_left = 0
+    if status == "ok" and a.queue_dir:
+        qdeadline = time.monotonic() + 30
+        while True:
+            queue_left = count_tree_files(a.queue_dir)
+            if queue_left == 0 or time.monotonic() > qdeadline:
+                break
+            time.sleep(0.05)
+    time.sleep(a.settle)
+
+    sampler.stop()
+    cpu1, comm1, nprocs = tree_cpu(a.root_pid) if read_stat(a.root_pid) else (cpu0, comm0, 0)
+    client_after = os.times()
+    self_cpu = time.process_time() - self_before
+    if log is not subprocess.DEVNULL:
+        log.close()
+
+    final_count = count_files(a.maildir)
+    if status == "ok" and final_count != a.messages:
+        status = f"count-mismatch"
+    if status == "ok" and exited.get("rc") != 0:
+        status = "client-failed"
+    if status == "ok" and queue_left:
+        status = "queue-not-empty"
+
+    n = a.messages
+    acc_s = exited["t"] - t0 if "t" in exited else None
+    del_s = t_del - t0 if t_del is not None else None
+    client_cpu = ((client_after.children_user - client_before.children_user)
+                  + (client_after.children_system - client_before.children_system))
+    cpu_ms = (cpu1 - cpu0) * 1000.0 / CLK_TCK
+    breakdown = {}
+    for comm in set(comm0) | set(comm1):
+        d = comm1.get(comm, 0) - comm0.get(comm, 0)
+        if d:
+            breakdown[comm] = round(d * 1000.0 / CLK_TCK / n, 3)
+    result = {
+        "status": status,
+        "messages": n,
+        "delivered_count": final_count,
+        "client_rc": exited.get("rc"),
+        "accepted_s": round(acc_s, 4) if acc_s is not None else None,
+        "delivered_s": round(del_s, 4) if del_s is not None else None,
+        "accepted_mps": round(n / acc_s, 1) if acc_s else None,
+        "delivered_mps": round(n / del_s, 1) if del_s else None,
+        "server_cpu_ms_per_msg": round(cpu_ms / n, 3),
+        "client_cpu_ms_per_msg": round(client_cpu * 1000.0 / n, 3),
+        "peak_pss_mib": round(sampler.peak_pss / 1024.0, 1),
+        "peak_rss_mib": round(sampler.peak_rss / 1024.0, 1),
+        "peak_procs": sampler.peak_procs,
+        "mem_samples": sampler.samples,
+        "queue_left": queue_left,
+        # CPU this measuring process used (polling + memory sampling)
+        "monitor_cpu_ms_per_msg": round(self_cpu * 1000.0 / n, 3),
+        # CPU ms/msg by process name, counting each process's own and reaped
+        # children's time (Postfix: short-lived children land in "master").
+        "cpu_by_comm": breakdown,
+    }
+    labels = dict(kv.split("=", 1) for kv in a.label)
+    if a.csv:
+        row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **labels}
+        row.update({k: v for k, v in result.items() if k != "cpu_by_comm"})
+        row["cpu_by_comm"] = json.dumps(breakdown, sort_keys=True)
+        new = not os.path.exists(a.csv) or os.path.getsize(a.csv) == 0
+        with open(a.csv, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+    print(json.dumps({**labels, **result}))
+    tag = " ".join(f"{k}={v}" for k, v in labels.items())
+    print(f"  {tag}: {status}; accepted {fmt(result['accepted_mps'], 0)} msg/s, "
+          f"delivered {fmt(result['delivered_mps'], 0)} msg/s, "
+          f"server CPU {result['server_cpu_ms_per_msg']:.2f} ms/msg, "
+          f"client CPU {result['client_cpu_ms_per_msg']:.2f} ms/msg, "
+          f"peak PSS {result['peak_pss_mib']:.1f} MiB, RSS {result['peak_rss_mib']:.1f} MiB, "
+          f"{sampler.peak_procs} procs, {final_count}/{n} delivered",
+          file=sys.stderr)
+    return 0 if status == "ok" else 1
+
+
+def cmd_tree(a):
+    for pid in tree(a.root_pid):
+        print(pid)
+
+
+def start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = data[data.rindex(")") + 2:].split()
+    if rest[0] in ("Z", "X"):       # zombie: finished, only waiting to be reaped
+        return None
+    return rest[19]                 # field 22, starttime
+
+
+def cmd_snapshot(a):
+    """pid:starttime of every process in the tree, for wait-gone."""
+    print(" ".join(f"{pid}:{start_time(pid)}" for pid in tree(a.root_pid)
+                   if start_time(pid) is not None))
+
+
+def cmd_wait_gone(a):
+    """Wait until the snapshotted processes have exited; after --timeout send
+    SIGKILL to those still alive (same pid *and* start time, so a recycled pid
+    is never hit) and wait again."""
+    procs = []
+    for tok in a.tokens:
+        pid, st = tok.split(":")
+        procs.append((int(pid), st))
+
+    def alive():
+        return [(p, s) for p, s in procs if start_time(p) == s]
+
+    deadline = time.monotonic() + a.timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = alive()
+    if left:
+        print(f"procstats: {len(left)} process(es) still alive after {a.timeout}s, sending SIGKILL: "
+              + " ".join(str(p) for p, _ in left), file=sys.stderr)
+        for p, _ in left:
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 1 if alive() else 0
+    return 0
+
+
+def cmd_free_port(a):
+    """A free port in [lo, hi), outside the kernel's ephemeral range so that
+    client connections can never take it, and never 25/53/5353."""
+    forbidden = {25, 53, 5353}
+    for _ in range(1000):
+        port = random.randrange(a.lo, a.hi)
+        if port in forbidden:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        print(port)
+        return 0
+    sys.exit("no free port found")
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, digits=1):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def cmd_summarize(a):
+    with open(a.csv) as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    fields = [("accepted_mps", 0), ("delivered_mps", 0),
+              ("server_cpu_ms_per_msg", 2), ("peak_pss_mib", 1),
+              ("peak_rss_mib", 1)]
+    concs = sorted({int(r["conc"]) for r in rows})
+    servers = [s for s in ("postfix", "mxguard") if any(r["server"] == s for r in rows)]
+    med = {}
+    for c in concs:
+        for s in servers:
+            sel = [r for r in rows if int(r["conc"]) == c and r["server"] == s]
+            med[(c, s)] = {k: median([float(r[k]) for r in sel if r[k] not in ("", "None")])
+                           for k, _ in fields}
+            med[(c, s)]["n"] = len(sel)
+            med[(c, s)]["client"] = median([float(r["client_cpu_ms_per_msg"]) for r in sel])
+    out = []
+    out.append(f"Medians of successful runs; {a.title}" if a.title else "Medians of successful runs")
+    out.append("")
+    out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | peak PSS MiB | peak RSS MiB | client CPU ms/msg |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in concs:
+        for s in servers:
+            m = med[(c, s)]
+            out.append(f"| {c} | {s} | {m['n']} | " + " | ".join(fmt(m[k], d) for k, d in fields)
+                       + f" | {fmt(m['client'], 2)} |")
+        if len(servers) == 2:
+            mx, pf = med[(c, "mxguard")], med[(c, "postfix")]
+            out.append(f"| {c} | **mxguard/Postfix** | | "
+                       + " | ".join(fmt(ratio(mx[k], pf[k]), 2) + "x" if ratio(mx[k], pf[k]) is not None else "n/a"
+                                    for k, _ in fields) + " | |")
+    if len(servers) == 2:
+        out.append("")
+        out.append("Ratios: throughput above 1x means mxguard is faster; CPU and memory below 1x mean mxguard uses less.")
+    print("\n".join(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="sub", required=True)
+
+    r = sub.add_parser("run")
+    r.add_argument("--root-pid", type=int, required=True)
+    r.add_argument("--maildir", required=True, help="the new/ directory to count")
+    r.add_argument("--messages", type=int, required=True)
+    r.add_argument("--timeout", type=float, required=True, help="seconds from start until delivery must be complete")
+    r.add_argument("--queue-dir", action="append", default=[], help="must be empty before CPU is read (repeatable)")
+    r.add_argument("--settle", type=float, default=0.5)
+    r.add_argument("--poll", type=float, default=0.02)
+    r.add_argument("--mem-interval", type=float, default=0.1)
+    r.add_argument("--client-log")
+    r.add_argument("--csv", help="append the result as a row to this CSV file")
+    r.add_argument("--label", action="append", default=[], help="KEY=VALUE column added to the CSV row (repeatable)")
+
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("tree")
+    t.add_argument("root_pid", type=int)
+    t.set_defaults(func=cmd_tree)
+
+    sn = sub.add_parser("snapshot")
+    sn.add_argument("root_pid", type=int)
+    sn.set_defaults(func=cmd_snapshot)
+
+    wg = sub.add_parser("wait-gone")
+    wg.add_argument("--timeout", type=float, default=10)
+    wg.add_argument("tokens", nargs="*")
+    wg.set_defaults(func=cmd_wait_gone)
+
+    fp = sub.add_parser("free-port")
+    fp.add_argument("--lo", type=int, default=20000)
+    fp.add_argument("--hi", type=int, default=30000)
+    fp.set_defaults(func=cmd_free_port)
+
+    s = sub.add_parser("summarize")
+    s.add_argument("csv")
+    s.add_argument("--title")
+    s.set_defaults(func=cmd_summarize)
+
+    a = p.parse_args()
+    sys.exit(a.func(a) or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+//! Configuration of mxguard: the TOML file (`mxguard.toml`), read, checked
+//! and turned into plain Rust values.
+//!
+//! The work is done in two layers:
+//!
+//! - the **raw layer** (`raw.rs`) is the file as written: serde structs that
+//!   refuse unknown keys, where every key is optional and every value keeps
+//!   its position in the file ([`toml::Spanned`]);
+//! - the **resolved layer** (`resolve.rs`, and the public types here) is
+//!   what the server uses: defaults filled in, strings turned into addresses,
+//!   durations and sizes, names lowercased, cross-references checked (a
+//!   catchall points at an existing account, an account is in a local domain,
+//!   no address is used twice), and indexes built for the lookups the SMTP
+//!   session does on every recipient ([`Config::account_for`],
+//!   [`Config::is_local_domain`], [`Config::catchall_for`]).
+//!
+//! Any key this version does not implement is an error, never silently
+//! ignored: an administrator must not believe a check is active when it is
+//! not. Every error names the file, line, column and key path, and says what
+//! was expected:
+//!
+//! ```text
+//! mxguard.toml:7:20: server.max_message_size: expected a size like "25MB", got "25XB" (units B, KB, MB, GB, KiB, MiB, GiB)
+//! ```
+//!
+//! # Security
+//!
+//! The configuration file is trusted: whoever can write it runs the server.
+//! It may still be malformed, by mistake or by a bad merge, so parsing never
+//! panics, whatever the input, and refuses values that would be dangerous
+//! later on (a banner with a line break would let the file inject SMTP
+//! replies; a zero timeout would make every session fail).
+
+mod locate;
+mod raw;
+mod resolve;
+mod units;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use units::{format_duration, parse_duration, parse_size};
+
+/// An error found while reading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration: bad TOML, an
+    /// unknown key, a bad value or a failed cross-check.
+    #[error("{}:{line}:{column}: {key}: {message}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// Dotted key path, arrays indexed from 0: `listener[1].role`.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+/// The whole configuration, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from, as given to [`Config::load`] or
+    /// [`Config::parse`].
+    pub path: PathBuf,
+    /// `[server]`: identity and global settings.
+    pub server: ServerConfig,
+    /// `[[listener]]`: the sockets to listen on; at least one, no address
+    /// twice.
+    pub listeners: Vec<ListenerConfig>,
+    /// `[domains]`: the domains this server receives mail for.
+    pub domains: DomainsConfig,
+    /// `[[account]]`: the mailboxes, in file order.
+    pub accounts: Vec<Account>,
+    /// `[dns]`: the resolver.
+    pub dns: DnsConfig,
+    /// `[smtp]`: protocol settings.
+    pub smtp: SmtpConfig,
+    /// Lowercased address or alias -> index in `accounts`.
+    account_index: HashMap<String, usize>,
+    /// Lowercased local domains.
+    local_set: HashSet<String>,
+    /// Lints found while resolving, already formatted with their location.
+    warnings: Vec<String>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `hostname`: this server's name, used in the banner, the EHLO reply,
+    /// `Received:` and `Message-ID:`. Required; a syntactically valid domain
+    /// name, kept as written.
+    pub hostname: String,
+    /// `data_dir`: where the queue, the state and the Maildirs live. Default
+    /// `./data`. A relative path is kept relative: the server resolves it
+    /// against its working directory.
+    pub data_dir: PathBuf,
+    /// `banner`: the text after `220 ` in the welcome line. `None` (the
+    /// default) means `<hostname> ESMTP mxguard`. Printable ASCII only.
+    pub banner: Option<String>,
+    /// `max_message_size`: the largest message accepted, in bytes
+    /// (advertised with `SIZE`). Default `"25MB"` (25 000 000 bytes).
+    pub max_message_size: u64,
+    /// `hide_client_ip`: when true, `Received:` does not show the client's
+    /// IP address. Default false.
+    pub hide_client_ip: bool,
+}
+
+/// One `[[listener]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// `address`: IP address and port to listen on, `"0.0.0.0:25"` or
+    /// `"[::1]:2525"`. Required.
+    pub address: SocketAddr,
+    /// `role`: what is served there. Required.
+    pub role: Role,
+}
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `"mx"`: mail from other servers to the local domains (port 25).
+    Mx,
+    /// `"submission"`: mail from the local users (port 587). It requires
+    /// AUTH, which this version does not offer yet, so it refuses MAIL.
+    Submission,
+}
+
+impl Role {
+    /// The name used in the configuration file: `"mx"`, `"submission"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[domains]`
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainsConfig {
+    /// `local`: the domains whose mailboxes live here, lowercased, in file
+    /// order. Default: none.
+    pub local: Vec<String>,
+    /// `catchall`: local domain -> account address (or alias) that receives
+    /// mail for unknown recipients of that domain. Both lowercased.
+    pub catchall: BTreeMap<String, String>,
+    /// `disable_catchalls`: when true, `catchall` is ignored (a switch to
+    /// turn all of them off at once). Default false.
+    pub disable_catchalls: bool,
+}
+
+/// One `[[account]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// `address`: the account's address, lowercased; its domain is in
+    /// `domains.local`. Required.
+    pub address: String,
+    /// `aliases`: more addresses delivered to this account, lowercased, each
+    /// in a local domain. Default: none.
+    pub aliases: Vec<String>,
+}
+
+/// `[dns]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `nameservers`: the servers every query goes to (`"ip"` means port
+    /// 53). Empty (the default) means the system resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    /// `timeout`: how long to wait for an answer. Default `"3s"`.
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// `[smtp]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `vrfy`: how VRFY is answered. Default [`VrfyMode::Ambiguous`].
+    pub vrfy: VrfyMode,
+    /// `expn`: how EXPN is answered. Default [`ExpnMode::Off`].
+    pub expn: ExpnMode,
+    /// `timeouts.command`: how long to wait for the next command. Default
+    /// `"5m"`.
+    pub command_timeout: Duration,
+    /// `timeouts.data`: how long to wait for more of the message during
+    /// DATA. Default `"10m"`.
+    pub data_timeout: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            vrfy: VrfyMode::Ambiguous,
+            expn: ExpnMode::Off,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// `smtp.vrfy`
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrfyMode {
+    /// `"ambiguous"`: `252`, neither confirming nor denying (RFC 2505 §2.11).
+    Ambiguous,
+    /// `"off"`: `502`, command not implemented.
+    Off,
+    /// `"on"`: tells whether the address exists.
+    On,
+}
+
+impl VrfyMode {
+    /// The name used in the configuration file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VrfyMode::Ambiguous => "ambiguous",
+            VrfyMode::Off => "off",
+            VrfyMode::On => "on",
+        }
+    }
+}
+
+/// `smtp.expn`
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpnMode {
+    /// `"off"`: `502`, command not implemented.
+    Off,
+    /// `"on"`: expands the address.
+    On,
+}
+
+impl ExpnMode {
+    /// The name used in the configuration file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExpnMode::Off => "off",
+            ExpnMode::On => "on",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses the file at `path`. An error reading it names the
+    /// file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                // The prefix up to `valid` is valid UTF-8 by definition.
+                let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or("");
+                let (line, column) = locate::line_col(prefix, prefix.len());
+                Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    key: "(file)".to_string(),
+                    message: "the file is not valid UTF-8".to_string(),
+                })
+            }
+        }
+    }
+
+    /// Parses `text`, the content of the file `path` (used in error
+    /// messages and kept in [`Config::path`]).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        resolve::parse(text, path)
+    }
+
+    /// Whether `domain` is one of `domains.local` (case-insensitive; a
+    /// trailing dot is ignored).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        self.local_set.contains(&domain.to_lowercase())
+    }
+
+    /// The account that `address` (its address or one of its aliases)
+    /// belongs to, case-insensitive.
+    pub fn account_for(&self, address: &str) -> Option<&Account> {
+        let index = *self.account_index.get(&address.to_lowercase())?;
+        self.accounts.get(index)
+    }
+
+    /// The catchall address of `domain` (case-insensitive), or `None` when
+    /// it has none or `domains.disable_catchalls` is true.
+    pub fn catchall_for(&self, domain: &str) -> Option<&str> {
+        if self.domains.disable_catchalls {
+            return None;
+        }
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        self.domains
+            .catchall
+            .get(&domain.to_lowercase())
+            .map(String::as_str)
+    }
+
+    /// Things that are valid but probably not what the administrator wants,
+    /// for `mxguard check-config`, formatted like errors
+    /// (`file:line:column: key: message`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}

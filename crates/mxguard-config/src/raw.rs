@@ -1,0 +1,111 @@
+//! The raw layer: the TOML file as written, deserialized with serde.
+//!
+//! Every struct refuses unknown keys (`deny_unknown_fields`), every key is
+//! optional here (required keys and defaults are the resolved layer's
+//! business, so it can say which key is missing and where) and every value
+//! keeps its byte span in the file, so that a validation error found later
+//! can still point at the line and column of the offending value.
+//!
+//! Values that need more than a TOML type check (addresses, roles, durations,
+//! sizes, modes) are kept as strings or as [`toml::Value`] and interpreted by
+//! the resolved layer.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub server: Option<Spanned<RawServer>>,
+    #[serde(rename = "listener")]
+    pub listeners: Option<Spanned<Vec<Spanned<RawListener>>>>,
+    pub domains: Option<Spanned<RawDomains>>,
+    #[serde(rename = "account")]
+    pub accounts: Option<Spanned<Vec<Spanned<RawAccount>>>>,
+    pub dns: Option<Spanned<RawDns>>,
+    pub smtp: Option<Spanned<RawSmtp>>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub hostname: Option<Spanned<String>>,
+    pub data_dir: Option<Spanned<String>>,
+    pub banner: Option<Spanned<String>>,
+    /// A string with a unit, or a TOML integer (bytes).
+    pub max_message_size: Option<Spanned<toml::Value>>,
+    pub hide_client_ip: Option<Spanned<bool>>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub address: Option<Spanned<String>>,
+    pub role: Option<Spanned<String>>,
+}
+
+/// `[domains]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDomains {
+    pub local: Option<Spanned<Vec<Spanned<String>>>>,
+    pub catchall: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub disable_catchalls: Option<Spanned<bool>>,
+}
+
+/// One `[[account]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccount {
+    pub address: Option<Spanned<String>>,
+    pub aliases: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[dns]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Kept as a TOML value so that a bare integer gets a helpful error.
+    pub timeout: Option<Spanned<toml::Value>>,
+}
+
+/// `[smtp]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmtp {
+    pub vrfy: Option<Spanned<String>>,
+    pub expn: Option<Spanned<String>>,
+    pub timeouts: Option<Spanned<RawTimeouts>>,
+}
+
+/// `[smtp.timeouts]` or `smtp.timeouts = { ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub command: Option<Spanned<toml::Value>>,
+    pub data: Option<Spanned<toml::Value>>,
+}
+
+/// Keys that the specification of mxguard defines but this version does not
+/// implement, by table path (`""` is the top level, arrays of tables are
+/// named without index). An unknown key found here gets a more precise
+/// message than a typo would.
+pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "tls", "relay", "access", "dnsbl", "sender", "recipient", "limits", "router",
+            "filter", "scoring", "greylist", "verify", "dkim_sign", "rspamd", "store",
+        ],
+    ),
+    ("server", &["admin_password"]),
+    ("domains", &["relay_to", "domain_literals", "literal_addresses"]),
+    ("account", &["password", "relay", "mobile"]),
+    ("smtp", &["etrn"]),
+];

@@ -1,0 +1,847 @@
+//! The resolved layer: from [`RawConfig`] to [`Config`], with defaults,
+//! conversions, cross-checks, indexes and warnings.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::locate::{self, Segment};
+use crate::raw::{self, RawConfig};
+use crate::units::{parse_duration, parse_size};
+use crate::{
+    Account, Config, ConfigError, DnsConfig, DomainsConfig, ExpnMode, ListenerConfig, Role,
+    ServerConfig, SmtpConfig, VrfyMode,
+};
+
+const DEFAULT_DATA_DIR: &str = "./data";
+const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25_000_000;
+/// RFC 5321 §4.5.3.1.7: the minimum message size a server must accept.
+const MIN_USEFUL_MESSAGE_SIZE: u64 = 64 * 1024;
+/// Room left in a 512-octet reply line for the banner after `220 ` and
+/// CRLF, with a margin for the expansion of macros.
+const MAX_BANNER_LEN: usize = 400;
+const SUPPORTED_ROLES: &str = "mx, submission";
+const FUTURE_ROLES: &[&str] = &["submissions", "pop3", "pop3s", "admin"];
+
+/// Parses and resolves `text`, the content of `path`.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let cx = Cx { text, path };
+    let (doc, syntax_errors) = DeTable::parse_recoverable(text);
+    if let Some(e) = syntax_errors.first() {
+        return Err(cx.syntax_error(e, doc.get_ref()));
+    }
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => return Err(cx.serde_error(&e, doc.get_ref())),
+    };
+    cx.resolve(raw)
+}
+
+/// What every error needs: the text (for line numbers) and the file name.
+struct Cx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Cx<'_> {
+    fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = locate::line_col(self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            key: if key.is_empty() {
+                "(top level)".to_string()
+            } else {
+                key.to_string()
+            },
+            message: message.into(),
+        }
+    }
+
+    /// `file:line:column: key: message`, for warnings.
+    fn located(&self, span: Range<usize>, key: &str, message: &str) -> String {
+        let (line, column) = locate::line_col(self.text, span.start);
+        format!(
+            "{}:{line}:{column}: {key}: {message}",
+            self.path.display()
+        )
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        locate::line_col(self.text, span.start).0
+    }
+
+    fn syntax_error(&self, e: &toml::de::Error, doc: &DeTable<'_>) -> ConfigError {
+        let offset = e.span().map_or(0, |s| s.start);
+        let mut path = locate::syntax_path(self.text, offset);
+        if path.is_empty() {
+            path = locate::path_at(doc, offset).unwrap_or_default();
+        }
+        let message = one_line(e.message());
+        self.error(
+            offset..offset,
+            &locate::format_path(&path),
+            format!("invalid TOML: {message}"),
+        )
+    }
+
+    fn serde_error(&self, e: &toml::de::Error, doc: &DeTable<'_>) -> ConfigError {
+        let offset = e.span().map_or(0, |s| s.start);
+        let path = locate::path_at(doc, offset).unwrap_or_default();
+        let message = serde_message(e.message(), &path);
+        self.error(offset..offset, &locate::format_path(&path), message)
+    }
+
+    fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let server = self.server(raw.server, &mut warnings)?;
+        let listeners = self.listeners(raw.listeners, &mut warnings)?;
+        let (local, local_spans, disable_catchalls) = self.local_domains(raw.domains.as_ref())?;
+        let (accounts, account_index, address_spans) = self.accounts(raw.accounts, &local)?;
+        let catchall = self.catchalls(raw.domains.as_ref(), &local, &address_spans)?;
+        let dns = self.dns(raw.dns)?;
+        let smtp = self.smtp(raw.smtp, &mut warnings)?;
+
+        let local_set: HashSet<String> = local.iter().cloned().collect();
+        let domains = DomainsConfig {
+            local,
+            catchall,
+            disable_catchalls,
+        };
+
+        // Lints that need several sections.
+        let domains_span = raw.domains.as_ref().map_or(0..0, |d| d.span());
+        if domains.local.is_empty() {
+            if let Some((span, _)) = listeners.iter().find(|(_, l)| l.role == Role::Mx) {
+                warnings.push(self.located(
+                    span.clone(),
+                    "domains.local",
+                    "there is no local domain: the mx listener refuses every recipient",
+                ));
+            }
+        }
+        if !listeners.is_empty() && listeners.iter().all(|(_, l)| l.role != Role::Mx) {
+            warnings.push(self.located(
+                0..0,
+                "listener",
+                "there is no mx listener: this server receives no mail from other servers",
+            ));
+        }
+        if domains.disable_catchalls && !domains.catchall.is_empty() {
+            warnings.push(self.located(
+                domains_span.clone(),
+                "domains.catchall",
+                "catchalls are configured but ignored, because domains.disable_catchalls is true",
+            ));
+        }
+        for (domain, span) in domains.local.iter().zip(&local_spans) {
+            let has_catchall =
+                !domains.disable_catchalls && domains.catchall.contains_key(domain.as_str());
+            let has_address = account_index
+                .keys()
+                .any(|a| a.rsplit_once('@').is_some_and(|(_, d)| d == domain));
+            if !has_catchall && !has_address {
+                warnings.push(self.located(
+                    span.clone(),
+                    "domains.local",
+                    &format!(
+                        "no account, alias or catchall in {domain:?}: every recipient there is refused"
+                    ),
+                ));
+            }
+        }
+
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            server,
+            listeners: listeners.into_iter().map(|(_, l)| l).collect(),
+            domains,
+            accounts,
+            dns,
+            smtp,
+            account_index,
+            local_set,
+            warnings,
+        })
+    }
+
+    fn server(
+        &self,
+        raw: Option<Spanned<raw::RawServer>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<ServerConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Err(self.error(
+                0..0,
+                "server",
+                "missing required table [server] (with at least hostname = \"mx.example.test\")",
+            ));
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+
+        let Some(hostname) = raw.hostname else {
+            return Err(self.error(
+                span,
+                "server.hostname",
+                "missing required key (the name of this server, like \"mx.example.test\")",
+            ));
+        };
+        let key = "server.hostname";
+        check_domain(hostname.get_ref()).map_err(|m| self.error(hostname.span(), key, m))?;
+        if !hostname.get_ref().contains('.') {
+            warnings.push(self.located(
+                hostname.span(),
+                key,
+                &format!(
+                    "{:?} has no dot: other servers expect a fully qualified name like \"mx.example.test\"",
+                    hostname.get_ref()
+                ),
+            ));
+        }
+
+        let data_dir = match raw.data_dir {
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+            Some(dir) => {
+                let key = "server.data_dir";
+                if dir.get_ref().is_empty() {
+                    return Err(self.error(dir.span(), key, "expected a directory, got \"\""));
+                }
+                if dir.get_ref().contains('\0') {
+                    return Err(self.error(dir.span(), key, "a path cannot contain a NUL character"));
+                }
+                PathBuf::from(dir.into_inner())
+            }
+        };
+
+        let banner = match raw.banner {
+            None => None,
+            Some(banner) => {
+                let key = "server.banner";
+                let text = banner.get_ref();
+                if text.trim().is_empty() {
+                    return Err(self.error(
+                        banner.span(),
+                        key,
+                        "must not be empty (leave it out for the default \"<hostname> ESMTP mxguard\")",
+                    ));
+                }
+                if let Some(c) = text.chars().find(|c| !(' '..='~').contains(c)) {
+                    return Err(self.error(
+                        banner.span(),
+                        key,
+                        format!(
+                            "expected printable ASCII on one line, got {c:?} (control characters and line breaks would corrupt the SMTP reply)"
+                        ),
+                    ));
+                }
+                if text.len() > MAX_BANNER_LEN {
+                    return Err(self.error(
+                        banner.span(),
+                        key,
+                        format!(
+                            "is {} characters long, at most {MAX_BANNER_LEN} fit in an SMTP reply line",
+                            text.len()
+                        ),
+                    ));
+                }
+                Some(banner.into_inner())
+            }
+        };
+
+        let max_message_size = match raw.max_message_size {
+            None => DEFAULT_MAX_MESSAGE_SIZE,
+            Some(v) => {
+                let key = "server.max_message_size";
+                let size = size_value(v.get_ref()).map_err(|m| self.error(v.span(), key, m))?;
+                if size == 0 {
+                    return Err(self.error(v.span(), key, "must be greater than 0"));
+                }
+                if size < MIN_USEFUL_MESSAGE_SIZE {
+                    warnings.push(self.located(
+                        v.span(),
+                        key,
+                        &format!(
+                            "{size} bytes is less than the 64KiB every SMTP server must accept (RFC 5321 §4.5.3.1.7)"
+                        ),
+                    ));
+                }
+                size
+            }
+        };
+
+        Ok(ServerConfig {
+            hostname: hostname.into_inner(),
+            data_dir,
+            banner,
+            max_message_size,
+            hide_client_ip: raw.hide_client_ip.is_some_and(Spanned::into_inner),
+        })
+    }
+
+    /// The listeners, each with the span of its `[[listener]]` header.
+    fn listeners(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<raw::RawListener>>>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<(Range<usize>, ListenerConfig)>, ConfigError> {
+        let (span, raw) = match raw {
+            None => (0..0, Vec::new()),
+            Some(raw) => (raw.span(), raw.into_inner()),
+        };
+        if raw.is_empty() {
+            return Err(self.error(
+                span,
+                "listener",
+                "at least one [[listener]] is required, like: [[listener]] address = \"0.0.0.0:25\" role = \"mx\"",
+            ));
+        }
+        let mut out: Vec<(Range<usize>, ListenerConfig)> = Vec::new();
+        for (i, listener) in raw.into_iter().enumerate() {
+            let span = listener.span();
+            let listener = listener.into_inner();
+
+            let key = format!("listener[{i}].address");
+            let Some(address) = listener.address else {
+                return Err(self.error(
+                    span,
+                    &key,
+                    "missing required key (an IP address and port, like \"0.0.0.0:25\")",
+                ));
+            };
+            let addr: SocketAddr = address.get_ref().parse().map_err(|_| {
+                self.error(
+                    address.span(),
+                    &key,
+                    format!(
+                        "expected an IP address and port like \"0.0.0.0:25\" or \"[::1]:2525\", got {:?}",
+                        address.get_ref()
+                    ),
+                )
+            })?;
+
+            let role_key = format!("listener[{i}].role");
+            let Some(role) = listener.role else {
+                return Err(self.error(
+                    span,
+                    &role_key,
+                    format!("missing required key (one of: {SUPPORTED_ROLES})"),
+                ));
+            };
+            let role = match role.get_ref().as_str() {
+                "mx" => Role::Mx,
+                "submission" => Role::Submission,
+                other if FUTURE_ROLES.contains(&other) => {
+                    return Err(self.error(
+                        role.span(),
+                        &role_key,
+                        format!(
+                            "role {other:?} is not supported by this version of mxguard (supported: {SUPPORTED_ROLES})"
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(self.error(
+                        role.span(),
+                        &role_key,
+                        format!("expected one of: {SUPPORTED_ROLES}, got {other:?}"),
+                    ));
+                }
+            };
+
+            // Port 0 asks the system for a free port: two of them never clash.
+            if addr.port() != 0 {
+                if let Some((j, (first, _))) = out
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (_, l))| l.address == addr)
+                {
+                    return Err(self.error(
+                        address.span(),
+                        &key,
+                        format!(
+                            "{addr} is already used by listener[{j}] (line {})",
+                            self.line_of(first)
+                        ),
+                    ));
+                }
+                if let Some((j, (_, other))) = out.iter().enumerate().find(|(_, (_, l))| {
+                    l.address.port() == addr.port()
+                        && l.address.is_ipv4() == addr.is_ipv4()
+                        && (l.address.ip().is_unspecified() || addr.ip().is_unspecified())
+                }) {
+                    warnings.push(self.located(
+                        address.span(),
+                        &key,
+                        &format!(
+                            "{addr} overlaps listener[{j}] ({}), which listens on the same port: binding both may fail",
+                            other.address
+                        ),
+                    ));
+                }
+            }
+            if role == Role::Submission {
+                warnings.push(self.located(
+                    span.clone(),
+                    &role_key,
+                    "a submission listener refuses MAIL until AUTH is available in mxguard: it is of no use yet",
+                ));
+            }
+            out.push((
+                span,
+                ListenerConfig {
+                    address: addr,
+                    role,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `domains.local` (lowercased, with spans) and `disable_catchalls`.
+    #[allow(clippy::type_complexity)]
+    fn local_domains(
+        &self,
+        raw: Option<&Spanned<raw::RawDomains>>,
+    ) -> Result<(Vec<String>, Vec<Range<usize>>, bool), ConfigError> {
+        let Some(raw) = raw else {
+            return Ok((Vec::new(), Vec::new(), false));
+        };
+        let raw = raw.get_ref();
+        let mut local: Vec<String> = Vec::new();
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        if let Some(list) = &raw.local {
+            for (i, domain) in list.get_ref().iter().enumerate() {
+                let key = format!("domains.local[{i}]");
+                check_domain(domain.get_ref()).map_err(|m| self.error(domain.span(), &key, m))?;
+                let lower = domain.get_ref().to_lowercase();
+                if let Some(j) = local.iter().position(|d| *d == lower) {
+                    return Err(self.error(
+                        domain.span(),
+                        &key,
+                        format!("{lower:?} is listed twice (also domains.local[{j}])"),
+                    ));
+                }
+                local.push(lower);
+                spans.push(domain.span());
+            }
+        }
+        let disable = raw
+            .disable_catchalls
+            .as_ref()
+            .is_some_and(|b| *b.get_ref());
+        Ok((local, spans, disable))
+    }
+
+    /// The accounts, the index of their addresses and aliases, and where each
+    /// address or alias is written (for the catchall check's messages).
+    #[allow(clippy::type_complexity)]
+    fn accounts(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<raw::RawAccount>>>>,
+        local: &[String],
+    ) -> Result<(Vec<Account>, HashMap<String, usize>, HashMap<String, String>), ConfigError>
+    {
+        let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+        let mut accounts = Vec::with_capacity(raw.len());
+        let mut index: HashMap<String, usize> = HashMap::new();
+        // Address -> (key path, line) of its first use.
+        let mut first_use: HashMap<String, (String, usize)> = HashMap::new();
+        for (i, account) in raw.into_iter().enumerate() {
+            let span = account.span();
+            let account = account.into_inner();
+            let key = format!("account[{i}].address");
+            let Some(address) = account.address else {
+                return Err(self.error(
+                    span,
+                    &key,
+                    "missing required key (like address = \"alice@example.test\")",
+                ));
+            };
+            let mut entries = vec![(key, address)];
+            if let Some(aliases) = account.aliases {
+                for (j, alias) in aliases.into_inner().into_iter().enumerate() {
+                    entries.push((format!("account[{i}].aliases[{j}]"), alias));
+                }
+            }
+            let mut lowered = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                let lower = self.local_address(&value, &key, local)?;
+                if let Some((other, line)) = first_use.get(&lower) {
+                    return Err(self.error(
+                        value.span(),
+                        &key,
+                        format!("{lower:?} is already used by {other} (line {line})"),
+                    ));
+                }
+                first_use.insert(lower.clone(), (key, self.line_of(&value.span())));
+                index.insert(lower.clone(), i);
+                lowered.push(lower);
+            }
+            let mut lowered = lowered.into_iter();
+            let address = lowered.next().unwrap_or_default();
+            accounts.push(Account {
+                address,
+                aliases: lowered.collect(),
+            });
+        }
+        let used = first_use.into_iter().map(|(a, (k, _))| (a, k)).collect();
+        Ok((accounts, index, used))
+    }
+
+    /// Checks that `value` is an address in a local domain; returns it
+    /// lowercased.
+    fn local_address(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        local: &[String],
+    ) -> Result<String, ConfigError> {
+        let (_, domain) = check_address(value.get_ref()).map_err(|m| self.error(value.span(), key, m))?;
+        let lower = value.get_ref().to_lowercase();
+        let domain = domain.to_lowercase();
+        if !local.contains(&domain) {
+            return Err(self.error(
+                value.span(),
+                key,
+                format!("the domain {domain:?} of {lower:?} is not in domains.local"),
+            ));
+        }
+        Ok(lower)
+    }
+
+    fn catchalls(
+        &self,
+        raw: Option<&Spanned<raw::RawDomains>>,
+        local: &[String],
+        addresses: &HashMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        let Some(map) = raw.and_then(|r| r.get_ref().catchall.as_ref()) else {
+            return Ok(out);
+        };
+        for (domain, address) in map.get_ref() {
+            let path = [
+                Segment::Key("domains".into()),
+                Segment::Key("catchall".into()),
+                Segment::Key(domain.get_ref().clone()),
+            ];
+            let key = locate::format_path(&path);
+            check_domain(domain.get_ref()).map_err(|m| self.error(domain.span(), &key, m))?;
+            let lower_domain = domain.get_ref().to_lowercase();
+            if !local.contains(&lower_domain) {
+                return Err(self.error(
+                    domain.span(),
+                    &key,
+                    format!("{lower_domain:?} is not in domains.local: a catchall is for a local domain"),
+                ));
+            }
+            if out.contains_key(&lower_domain) {
+                return Err(self.error(
+                    domain.span(),
+                    &key,
+                    format!("{lower_domain:?} has two catchalls (domain names are case-insensitive)"),
+                ));
+            }
+            check_address(address.get_ref()).map_err(|m| self.error(address.span(), &key, m))?;
+            let lower = address.get_ref().to_lowercase();
+            if !addresses.contains_key(&lower) {
+                return Err(self.error(
+                    address.span(),
+                    &key,
+                    format!("{lower:?} is not the address or an alias of an [[account]]"),
+                ));
+            }
+            out.insert(lower_domain, lower);
+        }
+        Ok(out)
+    }
+
+    fn dns(&self, raw: Option<Spanned<raw::RawDns>>) -> Result<DnsConfig, ConfigError> {
+        let mut dns = DnsConfig::default();
+        let Some(raw) = raw else {
+            return Ok(dns);
+        };
+        let raw = raw.into_inner();
+        if let Some(list) = raw.nameservers {
+            for (i, server) in list.get_ref().iter().enumerate() {
+                let key = format!("dns.nameservers[{i}]");
+                let text = server.get_ref();
+                let addr = text
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .or_else(|| text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+                    .ok_or_else(|| {
+                        self.error(
+                            server.span(),
+                            &key,
+                            format!(
+                                "expected an IP address, with an optional port, like \"127.0.0.1:5353\" or \"::1\", got {text:?}"
+                            ),
+                        )
+                    })?;
+                if addr.port() == 0 {
+                    return Err(self.error(server.span(), &key, "port 0 is not a valid port for a nameserver"));
+                }
+                dns.nameservers.push(addr);
+            }
+        }
+        if let Some(timeout) = raw.timeout {
+            dns.timeout = self.positive_duration(&timeout, "dns.timeout")?;
+        }
+        Ok(dns)
+    }
+
+    fn smtp(
+        &self,
+        raw: Option<Spanned<raw::RawSmtp>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<SmtpConfig, ConfigError> {
+        let mut smtp = SmtpConfig::default();
+        let Some(raw) = raw else {
+            return Ok(smtp);
+        };
+        let raw = raw.into_inner();
+        if let Some(vrfy) = raw.vrfy {
+            smtp.vrfy = match vrfy.get_ref().as_str() {
+                "ambiguous" => VrfyMode::Ambiguous,
+                "off" => VrfyMode::Off,
+                "on" => {
+                    warnings.push(self.located(
+                        vrfy.span(),
+                        "smtp.vrfy",
+                        "\"on\" tells anyone which addresses exist (RFC 2505 §2.11 recommends \"ambiguous\")",
+                    ));
+                    VrfyMode::On
+                }
+                other => {
+                    return Err(self.error(
+                        vrfy.span(),
+                        "smtp.vrfy",
+                        format!("expected one of: ambiguous, off, on, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        if let Some(expn) = raw.expn {
+            smtp.expn = match expn.get_ref().as_str() {
+                "off" => ExpnMode::Off,
+                "on" => {
+                    warnings.push(self.located(
+                        expn.span(),
+                        "smtp.expn",
+                        "\"on\" tells anyone which addresses exist and where they lead (RFC 2505 §2.11)",
+                    ));
+                    ExpnMode::On
+                }
+                other => {
+                    return Err(self.error(
+                        expn.span(),
+                        "smtp.expn",
+                        format!("expected one of: off, on, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        if let Some(timeouts) = raw.timeouts {
+            let timeouts = timeouts.into_inner();
+            if let Some(command) = timeouts.command {
+                smtp.command_timeout = self.positive_duration(&command, "smtp.timeouts.command")?;
+            }
+            if let Some(data) = timeouts.data {
+                smtp.data_timeout = self.positive_duration(&data, "smtp.timeouts.data")?;
+            }
+        }
+        Ok(smtp)
+    }
+
+    fn positive_duration(
+        &self,
+        value: &Spanned<toml::Value>,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        let d = duration_value(value.get_ref()).map_err(|m| self.error(value.span(), key, m))?;
+        if d.is_zero() {
+            return Err(self.error(value.span(), key, "must be greater than 0"));
+        }
+        Ok(d)
+    }
+}
+
+/// A size written as a string with a unit, or as a TOML integer (bytes).
+fn size_value(value: &toml::Value) -> Result<u64, String> {
+    match value {
+        toml::Value::String(s) => parse_size(s),
+        toml::Value::Integer(n) => u64::try_from(*n)
+            .map_err(|_| format!("expected a size like \"25MB\", got {n}")),
+        other => Err(format!(
+            "expected a size like \"25MB\", got {}",
+            describe(other)
+        )),
+    }
+}
+
+/// A duration written as a string with a unit. A TOML integer is refused
+/// with a hint, since the unit it would be in is anybody's guess.
+fn duration_value(value: &toml::Value) -> Result<Duration, String> {
+    match value {
+        toml::Value::String(s) => parse_duration(s),
+        toml::Value::Integer(n) => Err(format!(
+            "expected a duration like \"5m\" (units ms, s, m, h, d), got {n}: \
+             a bare number is ambiguous, write a string with a unit (\"{n}s\" for seconds)"
+        )),
+        other => Err(format!(
+            "expected a duration like \"5m\" (units ms, s, m, h, d), got {}",
+            describe(other)
+        )),
+    }
+}
+
+/// How a TOML value is named in an error.
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("{s:?}"),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("the boolean {b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "an array".to_string(),
+        toml::Value::Table(_) => "a table".to_string(),
+    }
+}
+
+/// Checks that `d` is a plausible domain name: dot-separated labels of
+/// letters, digits and hyphens (internationalized letters allowed), not an IP
+/// address.
+pub(crate) fn check_domain(d: &str) -> Result<(), String> {
+    let bad = |why: String| format!("expected a domain name like \"example.test\", got {d:?} ({why})");
+    if d.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    if d.len() > 253 {
+        return Err(bad("longer than 253 characters".into()));
+    }
+    if d.ends_with('.') {
+        return Err(bad("write it without the final dot".into()));
+    }
+    for label in d.split('.') {
+        if label.is_empty() {
+            return Err(bad("empty label".into()));
+        }
+        if label.len() > 63 {
+            return Err(bad(format!("label {label:?} is longer than 63 characters")));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric())))
+        {
+            return Err(bad(format!("{c:?} is not allowed in a domain name")));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad(format!("label {label:?} starts or ends with a hyphen")));
+        }
+    }
+    if d.parse::<IpAddr>().is_ok()
+        || d.rsplit('.').next().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(bad("an IP address is not a domain name".into()));
+    }
+    Ok(())
+}
+
+/// Checks that `a` is a plausible `local@domain` address (dot-atom local
+/// part, at most 64 characters); returns its two parts.
+pub(crate) fn check_address(a: &str) -> Result<(&str, &str), String> {
+    let bad = |why: String| {
+        format!("expected an address like \"alice@example.test\", got {a:?} ({why})")
+    };
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return Err(bad("no @".into()));
+    };
+    if local.is_empty() {
+        return Err(bad("nothing before the @".into()));
+    }
+    if local.len() > 64 {
+        return Err(bad("the part before the @ is longer than 64 characters".into()));
+    }
+    if let Some(c) = local.chars().find(|&c| {
+        !(c.is_ascii_alphanumeric()
+            || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+            || (!c.is_ascii() && c.is_alphanumeric()))
+    }) {
+        return Err(bad(format!("{c:?} is not allowed before the @")));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(bad("misplaced dot before the @".into()));
+    }
+    check_domain(domain).map_err(|_| bad(format!("{domain:?} is not a domain name")))?;
+    Ok((local, domain))
+}
+
+/// A multi-line parser message on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Turns serde's wording into the configuration's: "unknown key (expected
+/// one of: ...)", "expected X, got Y", tables and arrays instead of maps and
+/// sequences.
+fn serde_message(message: &str, path: &[Segment]) -> String {
+    let message = one_line(message);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let expected: Vec<&str> = rest
+            .split_once(", expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let expected = match expected.len() {
+            0 => "this table has no keys".to_string(),
+            1 => format!("expected: {}", expected[0]),
+            _ => format!("expected one of: {}", expected.join(", ")),
+        };
+        // The table the key is in, without array indexes.
+        let table: Vec<&str> = path
+            .iter()
+            .take(path.len().saturating_sub(1))
+            .filter_map(|s| match s {
+                Segment::Key(k) => Some(k.as_str()),
+                Segment::Index(_) => None,
+            })
+            .collect();
+        let table = table.join(".");
+        let later = raw::NOT_YET_SUPPORTED
+            .iter()
+            .any(|(t, names)| *t == table && names.contains(&name));
+        return if later {
+            format!("unknown key: not supported by this version of mxguard ({expected})")
+        } else {
+            format!("unknown key ({expected})")
+        };
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((got, expected)) = rest.split_once(", expected ") {
+            return format!("expected {}, got {}", serde_words(expected), serde_words(got));
+        }
+    }
+    message
+}
+
+fn serde_words(s: &str) -> String {
+    s.replace("a map", "a table")
+        .replace("a sequence", "an array")
+        .replace("map", "table")
+        .replace("sequence", "array")
+        .replace("floating point", "number")
+        .replace("a boolean", "a boolean (true or false)")
+}
