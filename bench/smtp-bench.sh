@@ -15,6 +15,9 @@
 #   BENCH_WARMUP=200        messages sent once to each server before measuring (0: none)
 #   BENCH_TIMEOUT=          seconds a run may take until all mail is delivered
 #                           (default 60 + MESSAGES/20)
+#   BENCH_MEM_BUDGET=0.03   CPU share (of one core) the PSS/RSS sampler may use; its
+#                           100 ms interval stretches to stay within it (0: strict
+#                           100 ms). See procstats.py MemSampler for why.
 #   BENCH_KEEP_GOING=0      1: record a failed run and carry on instead of stopping
 #   BENCH_KEEP=0            1: keep the temp dir /tmp/mxbench-* (kept anyway on failure)
 #   BENCH_FILTERS=0         see "Filters switch" below
@@ -33,6 +36,7 @@ BENCH_SIZE=${BENCH_SIZE:-2048}
 BENCH_ONLY=${BENCH_ONLY:-both}
 BENCH_WARMUP=${BENCH_WARMUP:-200}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((60 + BENCH_MESSAGES / 20))}
+BENCH_MEM_BUDGET=${BENCH_MEM_BUDGET:-0.03}
 BENCH_KEEP_GOING=${BENCH_KEEP_GOING:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 # ---------------------------------------------------------------------------
@@ -347,7 +351,7 @@ run_one() {
     echo "=== $server conc=$conc repeat=$rep" >>"$CLIENT_LOG"
     local rc=0
     procstats run --root-pid "$root" --maildir "$maildir" --messages "$n" \
-        --timeout "$BENCH_TIMEOUT" --client-log "$CLIENT_LOG" "${extra[@]}" -- \
+        --timeout "$BENCH_TIMEOUT" --mem-budget "$BENCH_MEM_BUDGET" --client-log "$CLIENT_LOG" "${extra[@]}" -- \
         smtp-source -s "$conc" -l "$BENCH_SIZE" -m "$n" -f "$SENDER" -t "$RCPT" "127.0.0.1:$port" \
         >>"$JSONL" || rc=$?
     if [[ $rc -ne 0 ]]; then

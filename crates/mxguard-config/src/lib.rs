@@ -6,7 +6,7 @@
 //! - the **raw layer** (`raw.rs`) is the file as written: serde structs that
 //!   refuse unknown keys, where every key is optional and every value keeps
 //!   its position in the file ([`toml::Spanned`]);
-//! - the **resolved layer** (`resolve.rs`, and the public types here) is
+//! - the **resolved layer** (`resolved.rs`, and the public types here) is
 //!   what the server uses: defaults filled in, strings turned into addresses,
 //!   durations and sizes, names lowercased, cross-references checked (a
 //!   catchall points at an existing account, an account is in a local domain,
@@ -33,7 +33,7 @@
 
 mod locate;
 mod raw;
-mod resolve;
+mod resolved;
 mod units;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -299,7 +299,7 @@ impl Config {
     /// Parses `text`, the content of the file `path` (used in error
     /// messages and kept in [`Config::path`]).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        resolve::parse(text, path)
+        resolved::parse(text, path)
     }
 
     /// Whether `domain` is one of `domains.local` (case-insensitive; a

@@ -38,10 +38,13 @@ pub(crate) fn format_path(path: &[Segment]) -> String {
 /// A key as TOML writes it: bare when it can be, quoted otherwise.
 pub(crate) fn format_key(k: &str) -> String {
     let bare = !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare { k.to_string() } else { format!("{k:?}") }
+    if bare {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
@@ -88,10 +91,8 @@ fn table_path(table: &DeTable<'_>, offset: usize, path: &mut Vec<Segment>) -> bo
 
 fn value_path(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<Segment>) -> bool {
     match value.get_ref() {
-        DeValue::Table(table) => {
-            if table_path(table, offset, path) {
-                return true;
-            }
+        DeValue::Table(table) if table_path(table, offset, path) => {
+            return true;
         }
         DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -133,7 +134,9 @@ pub(crate) fn syntax_path(text: &str, offset: usize) -> Vec<Segment> {
         if plausible {
             for part in key.split('.') {
                 let part = part.trim().trim_matches(|c| c == '"' || c == '\'');
-                table.push(Segment::Key(part.to_string()));
+                if !part.is_empty() {
+                    table.push(Segment::Key(part.to_string()));
+                }
             }
         }
     }
@@ -152,6 +155,9 @@ fn header(line: &str) -> Option<(String, bool)> {
 }
 
 fn header_path(name: &str, is_array: bool, counts: &mut Vec<(String, usize)>) -> Vec<Segment> {
+    if name.is_empty() {
+        return Vec::new();
+    }
     let mut path: Vec<Segment> = name
         .split('.')
         .map(|p| Segment::Key(p.trim().trim_matches(|c| c == '"' || c == '\'').to_string()))
@@ -213,5 +219,7 @@ mod tests {
         let text = "[server\n";
         assert_eq!(format_path(&syntax_path(text, 7)), "server");
         assert_eq!(format_path(&syntax_path("= 1", 0)), "");
+        assert_eq!(format_path(&syntax_path("[", 1)), "");
+        assert_eq!(format_path(&syntax_path("[[", 2)), "");
     }
 }

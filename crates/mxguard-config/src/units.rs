@@ -40,9 +40,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// 1024), case-insensitive (`"25MB"`, `"512kib"`, `"1000"`). A bare number
 /// is a number of bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("expected a size like \"25MB\", got {s:?} (units B, KB, MB, GB, KiB, MiB, GiB)")
-    };
+    let bad =
+        || format!("expected a size like \"25MB\", got {s:?} (units B, KB, MB, GB, KiB, MiB, GiB)");
     let (digits, unit) = split_number(s);
     if digits.is_empty() {
         return Err(bad());
@@ -75,8 +74,13 @@ fn too_large(s: &str) -> String {
 /// unit that divides it exactly (`"5m"`, `"1500ms"`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms != 0 && ms % size == 0 {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -105,12 +109,36 @@ mod tests {
             ("007s", 7_000),
         ];
         for (text, millis) in ok {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(*millis)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(*millis)),
+                "{text}"
+            );
         }
         let bad = [
-            "", "s", "5", "300", "5 minutes", "5 m", " 5m", "5m ", "5M", "5S", "1.5h", "-1s",
-            "+1s", "5min", "5sec", "1h30m", "5mss", "ms", "0x10s", "5µs", "٣s",
-            "99999999999999999999s", "999999999999999999d",
+            "",
+            "s",
+            "5",
+            "300",
+            "5 minutes",
+            "5 m",
+            " 5m",
+            "5m ",
+            "5M",
+            "5S",
+            "1.5h",
+            "-1s",
+            "+1s",
+            "5min",
+            "5sec",
+            "1h30m",
+            "5mss",
+            "ms",
+            "0x10s",
+            "5µs",
+            "٣s",
+            "99999999999999999999s",
+            "999999999999999999d",
         ];
         for text in bad {
             assert!(parse_duration(text).is_err(), "{text:?} should be refused");
@@ -119,8 +147,16 @@ mod tests {
             parse_duration("5 minutes").unwrap_err(),
             r#"expected a duration like "5m" (units ms, s, m, h, d), got "5 minutes""#
         );
-        assert!(parse_duration("300").unwrap_err().contains("bare number is ambiguous"));
-        assert!(parse_duration("999999999999999999d").unwrap_err().contains("too large"));
+        assert!(
+            parse_duration("300")
+                .unwrap_err()
+                .contains("bare number is ambiguous")
+        );
+        assert!(
+            parse_duration("999999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
@@ -146,8 +182,19 @@ mod tests {
             assert_eq!(parse_size(text), Ok(*bytes), "{text}");
         }
         let bad = [
-            "", "MB", "25XB", "25 MB", "1.5MB", "-1", "25M", "25K", "1TB", "25MBs", "ten",
-            "99999999999999999999", "99999999999GB",
+            "",
+            "MB",
+            "25XB",
+            "25 MB",
+            "1.5MB",
+            "-1",
+            "25M",
+            "25K",
+            "1TB",
+            "25MBs",
+            "ten",
+            "99999999999999999999",
+            "99999999999GB",
         ];
         for text in bad {
             assert!(parse_size(text).is_err(), "{text:?} should be refused");
@@ -160,8 +207,12 @@ mod tests {
 
     #[test]
     fn formatting_durations() {
-        for (text, expected) in [("300s", "5m"), ("1500ms", "1500ms"), ("0ms", "0s"), ("48h", "2d")]
-        {
+        for (text, expected) in [
+            ("300s", "5m"),
+            ("1500ms", "1500ms"),
+            ("0ms", "0s"),
+            ("48h", "2d"),
+        ] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), expected);
         }
     }

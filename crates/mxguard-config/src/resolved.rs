@@ -35,6 +35,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if let Some(e) = syntax_errors.first() {
         return Err(cx.syntax_error(e, doc.get_ref()));
     }
+    if let Some((span, key, message)) = check_shapes(doc.get_ref()) {
+        return Err(cx.error(span, &key, message));
+    }
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => return Err(cx.serde_error(&e, doc.get_ref())),
@@ -67,10 +70,7 @@ impl Cx<'_> {
     /// `file:line:column: key: message`, for warnings.
     fn located(&self, span: Range<usize>, key: &str, message: &str) -> String {
         let (line, column) = locate::line_col(self.text, span.start);
-        format!(
-            "{}:{line}:{column}: {key}: {message}",
-            self.path.display()
-        )
+        format!("{}:{line}:{column}: {key}: {message}", self.path.display())
     }
 
     fn line_of(&self, span: &Range<usize>) -> usize {
@@ -81,7 +81,11 @@ impl Cx<'_> {
         let offset = e.span().map_or(0, |s| s.start);
         let mut path = locate::syntax_path(self.text, offset);
         if path.is_empty() {
-            path = locate::path_at(doc, offset).unwrap_or_default();
+            // The document as recovered by the parser may hold a better
+            // guess, unless it made up an empty key.
+            path = locate::path_at(doc, offset)
+                .filter(|p| !p.contains(&Segment::Key(String::new())))
+                .unwrap_or_default();
         }
         let message = one_line(e.message());
         self.error(
@@ -117,14 +121,14 @@ impl Cx<'_> {
 
         // Lints that need several sections.
         let domains_span = raw.domains.as_ref().map_or(0..0, |d| d.span());
-        if domains.local.is_empty() {
-            if let Some((span, _)) = listeners.iter().find(|(_, l)| l.role == Role::Mx) {
-                warnings.push(self.located(
-                    span.clone(),
-                    "domains.local",
-                    "there is no local domain: the mx listener refuses every recipient",
-                ));
-            }
+        if domains.local.is_empty()
+            && let Some((span, _)) = listeners.iter().find(|(_, l)| l.role == Role::Mx)
+        {
+            warnings.push(self.located(
+                span.clone(),
+                "domains.local",
+                "there is no local domain: the mx listener refuses every recipient",
+            ));
         }
         if !listeners.is_empty() && listeners.iter().all(|(_, l)| l.role != Role::Mx) {
             warnings.push(self.located(
@@ -214,7 +218,11 @@ impl Cx<'_> {
                     return Err(self.error(dir.span(), key, "expected a directory, got \"\""));
                 }
                 if dir.get_ref().contains('\0') {
-                    return Err(self.error(dir.span(), key, "a path cannot contain a NUL character"));
+                    return Err(self.error(
+                        dir.span(),
+                        key,
+                        "a path cannot contain a NUL character",
+                    ));
                 }
                 PathBuf::from(dir.into_inner())
             }
@@ -357,10 +365,8 @@ impl Cx<'_> {
 
             // Port 0 asks the system for a free port: two of them never clash.
             if addr.port() != 0 {
-                if let Some((j, (first, _))) = out
-                    .iter()
-                    .enumerate()
-                    .find(|(_, (_, l))| l.address == addr)
+                if let Some((j, (first, _))) =
+                    out.iter().enumerate().find(|(_, (_, l))| l.address == addr)
                 {
                     return Err(self.error(
                         address.span(),
@@ -432,10 +438,7 @@ impl Cx<'_> {
                 spans.push(domain.span());
             }
         }
-        let disable = raw
-            .disable_catchalls
-            .as_ref()
-            .is_some_and(|b| *b.get_ref());
+        let disable = raw.disable_catchalls.as_ref().is_some_and(|b| *b.get_ref());
         Ok((local, spans, disable))
     }
 
@@ -446,8 +449,14 @@ impl Cx<'_> {
         &self,
         raw: Option<Spanned<Vec<Spanned<raw::RawAccount>>>>,
         local: &[String],
-    ) -> Result<(Vec<Account>, HashMap<String, usize>, HashMap<String, String>), ConfigError>
-    {
+    ) -> Result<
+        (
+            Vec<Account>,
+            HashMap<String, usize>,
+            HashMap<String, String>,
+        ),
+        ConfigError,
+    > {
         let raw = raw.map(Spanned::into_inner).unwrap_or_default();
         let mut accounts = Vec::with_capacity(raw.len());
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -503,7 +512,8 @@ impl Cx<'_> {
         key: &str,
         local: &[String],
     ) -> Result<String, ConfigError> {
-        let (_, domain) = check_address(value.get_ref()).map_err(|m| self.error(value.span(), key, m))?;
+        let (_, domain) =
+            check_address(value.get_ref()).map_err(|m| self.error(value.span(), key, m))?;
         let lower = value.get_ref().to_lowercase();
         let domain = domain.to_lowercase();
         if !local.contains(&domain) {
@@ -526,7 +536,11 @@ impl Cx<'_> {
         let Some(map) = raw.and_then(|r| r.get_ref().catchall.as_ref()) else {
             return Ok(out);
         };
-        for (domain, address) in map.get_ref() {
+        // In file order, so that the second of two clashing entries is the
+        // one pointed at.
+        let mut entries: Vec<_> = map.get_ref().iter().collect();
+        entries.sort_by_key(|(domain, _)| domain.span().start);
+        for (domain, address) in entries {
             let path = [
                 Segment::Key("domains".into()),
                 Segment::Key("catchall".into()),
@@ -539,14 +553,18 @@ impl Cx<'_> {
                 return Err(self.error(
                     domain.span(),
                     &key,
-                    format!("{lower_domain:?} is not in domains.local: a catchall is for a local domain"),
+                    format!(
+                        "{lower_domain:?} is not in domains.local: a catchall is for a local domain"
+                    ),
                 ));
             }
             if out.contains_key(&lower_domain) {
                 return Err(self.error(
                     domain.span(),
                     &key,
-                    format!("{lower_domain:?} has two catchalls (domain names are case-insensitive)"),
+                    format!(
+                        "{lower_domain:?} has two catchalls (domain names are case-insensitive)"
+                    ),
                 ));
             }
             check_address(address.get_ref()).map_err(|m| self.error(address.span(), &key, m))?;
@@ -587,7 +605,11 @@ impl Cx<'_> {
                         )
                     })?;
                 if addr.port() == 0 {
-                    return Err(self.error(server.span(), &key, "port 0 is not a valid port for a nameserver"));
+                    return Err(self.error(
+                        server.span(),
+                        &key,
+                        "port 0 is not a valid port for a nameserver",
+                    ));
                 }
                 dns.nameservers.push(addr);
             }
@@ -674,12 +696,80 @@ impl Cx<'_> {
     }
 }
 
+/// Checks that the sections are tables and the `[[...]]` sections arrays of
+/// tables, before serde sees them: serde would accept a struct written as an
+/// array of its values in order (`timeouts = ["5m", "10m"]`), and says
+/// confusing things about the rest.
+fn check_shapes(doc: &DeTable<'_>) -> Option<(Range<usize>, String, String)> {
+    use toml::de::DeValue;
+    let describe = |v: &DeValue<'_>| match v {
+        DeValue::Table(_) => "a table",
+        DeValue::Array(_) => "an array",
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a number",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+    };
+    let table = |value: &Spanned<DeValue<'_>>, key: &str| {
+        (!value.get_ref().is_table()).then(|| {
+            (
+                value.span(),
+                key.to_string(),
+                format!(
+                    "expected a table ([{key}]), got {}",
+                    describe(value.get_ref())
+                ),
+            )
+        })
+    };
+    for key in ["server", "domains", "dns", "smtp"] {
+        if let Some(value) = doc.get(key)
+            && let Some(problem) = table(value, key)
+        {
+            return Some(problem);
+        }
+    }
+    if let Some(timeouts) = doc
+        .get("smtp")
+        .and_then(|smtp| smtp.get_ref().as_table())
+        .and_then(|smtp| smtp.get("timeouts"))
+        && let Some(problem) = table(timeouts, "smtp.timeouts")
+    {
+        return Some(problem);
+    }
+    for key in ["listener", "account"] {
+        let Some(value) = doc.get(key) else { continue };
+        let expected = format!("expected an array of tables ([[{key}]])");
+        let Some(items) = value.get_ref().as_array() else {
+            let got = describe(value.get_ref());
+            return Some((
+                value.span(),
+                key.to_string(),
+                format!("{expected}, got {got}"),
+            ));
+        };
+        for (i, item) in items.iter().enumerate() {
+            if !item.get_ref().is_table() {
+                let got = describe(item.get_ref());
+                return Some((
+                    item.span(),
+                    format!("{key}[{i}]"),
+                    format!("{expected}, got {got} in the array"),
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// A size written as a string with a unit, or as a TOML integer (bytes).
 fn size_value(value: &toml::Value) -> Result<u64, String> {
     match value {
         toml::Value::String(s) => parse_size(s),
-        toml::Value::Integer(n) => u64::try_from(*n)
-            .map_err(|_| format!("expected a size like \"25MB\", got {n}")),
+        toml::Value::Integer(n) => {
+            u64::try_from(*n).map_err(|_| format!("expected a size like \"25MB\", got {n}"))
+        }
         other => Err(format!(
             "expected a size like \"25MB\", got {}",
             describe(other)
@@ -720,7 +810,8 @@ fn describe(value: &toml::Value) -> String {
 /// letters, digits and hyphens (internationalized letters allowed), not an IP
 /// address.
 pub(crate) fn check_domain(d: &str) -> Result<(), String> {
-    let bad = |why: String| format!("expected a domain name like \"example.test\", got {d:?} ({why})");
+    let bad =
+        |why: String| format!("expected a domain name like \"example.test\", got {d:?} ({why})");
     if d.is_empty() {
         return Err(bad("it is empty".into()));
     }
@@ -737,10 +828,9 @@ pub(crate) fn check_domain(d: &str) -> Result<(), String> {
         if label.len() > 63 {
             return Err(bad(format!("label {label:?} is longer than 63 characters")));
         }
-        if let Some(c) = label
-            .chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric())))
-        {
+        if let Some(c) = label.chars().find(|&c| {
+            !(c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()))
+        }) {
             return Err(bad(format!("{c:?} is not allowed in a domain name")));
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -748,7 +838,9 @@ pub(crate) fn check_domain(d: &str) -> Result<(), String> {
         }
     }
     if d.parse::<IpAddr>().is_ok()
-        || d.rsplit('.').next().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+        || d.rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
     {
         return Err(bad("an IP address is not a domain name".into()));
     }
@@ -758,9 +850,8 @@ pub(crate) fn check_domain(d: &str) -> Result<(), String> {
 /// Checks that `a` is a plausible `local@domain` address (dot-atom local
 /// part, at most 64 characters); returns its two parts.
 pub(crate) fn check_address(a: &str) -> Result<(&str, &str), String> {
-    let bad = |why: String| {
-        format!("expected an address like \"alice@example.test\", got {a:?} ({why})")
-    };
+    let bad =
+        |why: String| format!("expected an address like \"alice@example.test\", got {a:?} ({why})");
     let Some((local, domain)) = a.rsplit_once('@') else {
         return Err(bad("no @".into()));
     };
@@ -768,7 +859,9 @@ pub(crate) fn check_address(a: &str) -> Result<(&str, &str), String> {
         return Err(bad("nothing before the @".into()));
     }
     if local.len() > 64 {
-        return Err(bad("the part before the @ is longer than 64 characters".into()));
+        return Err(bad(
+            "the part before the @ is longer than 64 characters".into()
+        ));
     }
     if let Some(c) = local.chars().find(|&c| {
         !(c.is_ascii_alphanumeric()
@@ -829,19 +922,42 @@ fn serde_message(message: &str, path: &[Segment]) -> String {
             format!("unknown key ({expected})")
         };
     }
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        if let Some((got, expected)) = rest.split_once(", expected ") {
-            return format!("expected {}, got {}", serde_words(expected), serde_words(got));
-        }
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((got, expected)) = rest.split_once(", expected ")
+    {
+        return format!(
+            "expected {}, got {}",
+            serde_expected(expected),
+            serde_got(got)
+        );
     }
     message
 }
 
-fn serde_words(s: &str) -> String {
+/// serde's name of what was expected, in the configuration's words. It
+/// never contains text from the file.
+fn serde_expected(s: &str) -> String {
+    // "struct RawTimeouts": the raw layer's names mean nothing to the reader.
+    if s.starts_with("struct Raw") {
+        return "a table".to_string();
+    }
     s.replace("a map", "a table")
         .replace("a sequence", "an array")
-        .replace("map", "table")
-        .replace("sequence", "array")
-        .replace("floating point", "number")
         .replace("a boolean", "a boolean (true or false)")
+}
+
+/// serde's description of what was found (`map`, `string "x"`), in the
+/// configuration's words; only the leading type name is touched, since the
+/// rest is text from the file.
+fn serde_got(s: &str) -> String {
+    for (serde, ours) in [
+        ("map", "table"),
+        ("sequence", "array"),
+        ("floating point", "number"),
+    ] {
+        if let Some(rest) = s.strip_prefix(serde) {
+            return format!("{ours}{rest}");
+        }
+    }
+    s.to_string()
 }

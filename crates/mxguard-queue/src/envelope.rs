@@ -1,0 +1,181 @@
+//! The envelope at the head of each queue file, in a small line format:
+//!
+//! ```text
+//! MXGUARD-QUEUE 1
+//! id 19A2B3C4D5E6F0001
+//! time 1795000000
+//! from <sender@example.net>
+//! client 192.0.2.1
+//! helo mail.example.net
+//! rcpt <joe@example.test> local joe@example.test
+//! (empty line, then the message exactly as it will be delivered)
+//! ```
+//!
+//! # Security
+//! Values come from the SMTP client (HELO name, addresses). They cannot
+//! hold CR or LF (the session refuses such commands), and serialization
+//! replaces any control character anyway, so a value can never forge a
+//! line. Parsing a damaged file gives an error, never a panic.
+
+use std::fmt::Write as _;
+
+const MAGIC: &str = "MXGUARD-QUEUE 1";
+
+/// Where a recipient's copy goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The Maildir of this account (its canonical address).
+    Local { mailbox: String },
+}
+
+/// One recipient of a queued message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as given in RCPT TO (without brackets).
+    pub address: String,
+    pub target: Target,
+}
+
+/// The envelope of a queued message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: String,
+    /// Seconds since the Unix epoch when the message was accepted.
+    pub received: u64,
+    /// The reverse path without brackets; empty for `<>`.
+    pub sender: String,
+    pub client_ip: String,
+    pub helo: String,
+    pub recipients: Vec<Recipient>,
+}
+
+/// Why an envelope could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("damaged queue envelope: {0}")]
+pub struct EnvelopeError(pub String);
+
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn clean_token(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() || c.is_whitespace() { '?' } else { c })
+        .collect()
+}
+
+impl Envelope {
+    /// The header bytes, ending with the empty line.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = String::with_capacity(256);
+        let _ = writeln!(s, "{MAGIC}");
+        let _ = writeln!(s, "id {}", clean_token(&self.id));
+        let _ = writeln!(s, "time {}", self.received);
+        let _ = writeln!(s, "from <{}>", clean_token(&self.sender));
+        let _ = writeln!(s, "client {}", clean_token(&self.client_ip));
+        let _ = writeln!(s, "helo {}", clean(&self.helo));
+        for r in &self.recipients {
+            match &r.target {
+                Target::Local { mailbox } => {
+                    let _ = writeln!(s, "rcpt <{}> local {}", clean_token(&r.address), clean_token(mailbox));
+                }
+            }
+        }
+        s.push('\n');
+        s.into_bytes()
+    }
+
+    /// Parses the header; returns the envelope and the offset of the message.
+    pub fn parse(data: &[u8]) -> Result<(Envelope, usize), EnvelopeError> {
+        let err = |m: &str| EnvelopeError(m.to_string());
+        let end = data
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .ok_or_else(|| err("no end of header"))?;
+        let head = std::str::from_utf8(&data[..end]).map_err(|_| err("header is not UTF-8"))?;
+        let mut lines = head.lines();
+        if lines.next() != Some(MAGIC) {
+            return Err(err("bad magic line"));
+        }
+        let mut env = Envelope {
+            id: String::new(),
+            received: 0,
+            sender: String::new(),
+            client_ip: String::new(),
+            helo: String::new(),
+            recipients: Vec::new(),
+        };
+        let bracketed = |v: &str| -> Result<String, EnvelopeError> {
+            v.strip_prefix('<')
+                .and_then(|v| v.strip_suffix('>'))
+                .map(String::from)
+                .ok_or_else(|| err("address without brackets"))
+        };
+        for line in lines {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "id" => env.id = value.to_string(),
+                "time" => env.received = value.parse().map_err(|_| err("bad time"))?,
+                "from" => env.sender = bracketed(value)?,
+                "client" => env.client_ip = value.to_string(),
+                "helo" => env.helo = value.to_string(),
+                "rcpt" => {
+                    let mut parts = value.split(' ');
+                    let address = bracketed(parts.next().unwrap_or(""))?;
+                    let target = match (parts.next(), parts.next()) {
+                        (Some("local"), Some(mailbox)) => Target::Local {
+                            mailbox: mailbox.to_string(),
+                        },
+                        _ => return Err(err("bad recipient target")),
+                    };
+                    env.recipients.push(Recipient { address, target });
+                }
+                // Unknown keys are skipped so an older mxguard can still
+                // deliver what a newer one queued.
+                _ => {}
+            }
+        }
+        if env.id.is_empty() || env.recipients.is_empty() {
+            return Err(err("missing id or recipients"));
+        }
+        Ok((env, end + 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let env = Envelope {
+            id: "ABC".into(),
+            received: 1795000000,
+            sender: String::new(),
+            client_ip: "192.0.2.1".into(),
+            helo: "evil\r\nrcpt <x@y> local x@y".into(),
+            recipients: vec![Recipient {
+                address: "Joe@example.test".into(),
+                target: Target::Local {
+                    mailbox: "joe@example.test".into(),
+                },
+            }],
+        };
+        let mut bytes = env.to_bytes();
+        bytes.extend_from_slice(b"Subject: x\r\n\r\nbody\r\n");
+        let (back, off) = Envelope::parse(&bytes).unwrap();
+        assert_eq!(back.recipients, env.recipients);
+        assert_eq!(back.sender, "");
+        assert!(!back.helo.contains('\n'));
+        assert_eq!(&bytes[off..], b"Subject: x\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn damaged_files_are_errors() {
+        for bad in [&b""[..], b"junk", b"MXGUARD-QUEUE 1\nid x\n\n", b"MXGUARD-QUEUE 1\ntime x\n\n", b"\xff\xfe\n\n"] {
+            assert!(Envelope::parse(bad).is_err());
+        }
+    }
+}
