@@ -1,1 +1,27 @@
-fn main() {}
+use clap::Parser;
+use mxguard::cli::{self, Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let args = Cli::parse();
+    let code = match args.command {
+        Command::Serve { config } => {
+            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            match cli::serve::run(config) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+        Command::CheckConfig { config } => cli::check_config::run(config),
+    };
+    std::process::exit(code);
+}

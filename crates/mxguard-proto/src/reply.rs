@@ -90,10 +90,11 @@ impl Reply {
         })
     }
 
-    /// Builds a reply from constants known to be valid. Used for the fixed
-    /// replies of the protocol itself; a mismatch there is a programming
-    /// error, caught by the tests, and degrades to a generic 451.
-    pub(crate) fn fixed(code: u16, class: u8, subject: u16, detail: u16, text: &str) -> Reply {
+    /// Builds a reply from constants known to be valid (the fixed replies
+    /// of the protocol and of policy checks). A mismatch there is a
+    /// programming error, caught by the tests, and degrades to a generic 451
+    /// rather than a panic.
+    pub fn fixed(code: u16, class: u8, subject: u16, detail: u16, text: &str) -> Reply {
         Reply::new(code, Some(EnhancedCode::new(class, subject, detail)), text).unwrap_or_else(
             |_| Reply {
                 code: 451,
@@ -104,7 +105,7 @@ impl Reply {
     }
 
     /// A reply without enhanced code (greeting, EHLO, 3xx), from constants.
-    pub(crate) fn fixed_plain(code: u16, text: &str) -> Reply {
+    pub fn fixed_plain(code: u16, text: &str) -> Reply {
         Reply::new(code, None, text).unwrap_or_else(|_| Reply::fixed(451, 4, 3, 0, "Internal error"))
     }
 

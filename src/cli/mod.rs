@@ -1,0 +1,53 @@
+//! The `mxguard` command line: one module per subcommand.
+
+pub mod check_config;
+pub mod serve;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// mxguard: an SMTP server that keeps spam out and spammers from using it.
+#[derive(Parser, Debug)]
+#[command(name = "mxguard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server in the foreground; logs go to stderr.
+    Serve {
+        /// The configuration file (default ./mxguard.toml, then /etc/mxguard/mxguard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Parse and validate the configuration, print warnings; exit 1 on error.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+const DEFAULT_PATHS: [&str; 2] = ["./mxguard.toml", "/etc/mxguard/mxguard.toml"];
+
+/// The configuration file to read: the one given, or the first default
+/// that exists.
+pub fn config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    DEFAULT_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no configuration file: none given with --config, and neither {} nor {} exists",
+                DEFAULT_PATHS[0],
+                DEFAULT_PATHS[1]
+            )
+        })
+}

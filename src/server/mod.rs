@@ -1,0 +1,188 @@
+//! The running server: listeners, the queue, the delivery worker, and a
+//! graceful stop.
+//!
+//! [`Server::bind`] opens the queue (replaying what a previous run left),
+//! starts the delivery worker and binds every listener; [`Server::run`]
+//! accepts connections until the stop signal, then stops listening, lets
+//! sessions finish the message they are in (up to [`GRACE`]), flushes the
+//! queue and returns.
+
+mod smtp;
+pub mod trace;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mxguard_config::{Config, Role, VrfyMode};
+use mxguard_proto::smtp::{SessionConfig, VrfyPolicy};
+use mxguard_queue::{Queue, QueuedMessage};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::delivery::Delivery;
+
+/// How long sessions in flight may take to finish once a stop is asked.
+pub const GRACE: Duration = Duration::from_secs(30);
+
+/// Hard cap on recipients per transaction (RFC 5321 §4.5.3.1.8 asks for at
+/// least 100).
+const MAX_RECIPIENTS: usize = 1000;
+
+/// What every connection of one listener shares.
+pub(crate) struct ListenerCtx {
+    pub config: Arc<Config>,
+    pub role: Role,
+    pub session: Arc<SessionConfig>,
+    pub queue: Queue,
+    pub delivery: std::sync::mpsc::Sender<QueuedMessage>,
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    config: Arc<Config>,
+    listeners: Vec<(TcpListener, Arc<ListenerCtx>)>,
+    queue: Queue,
+    delivery: Delivery,
+}
+
+impl Server {
+    /// Opens the queue, starts delivery (of what was left queued, too) and
+    /// binds the listeners.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let config = Arc::new(config);
+        let data_dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+        let queue_dir = data_dir.join("queue");
+        let (queue, pending, warnings) =
+            Queue::open(&queue_dir).with_context(|| format!("cannot open the queue in {}", queue_dir.display()))?;
+        for w in warnings {
+            tracing::warn!("queue recovery: {w}");
+        }
+        let mail_root: PathBuf = data_dir.join("mail");
+        let delivery = Delivery::start(mail_root, &config.server.hostname, queue.clone())
+            .context("cannot start the delivery worker")?;
+        if !pending.is_empty() {
+            tracing::info!(messages = pending.len(), "queue recovery: delivering messages left from the last run");
+        }
+        for m in pending {
+            delivery.submit(m);
+        }
+        let delivery_tx = delivery
+            .sender()
+            .ok_or_else(|| anyhow::anyhow!("delivery worker is not running"))?;
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let listener = TcpListener::bind(l.address)
+                .await
+                .with_context(|| format!("cannot listen on {} (role {})", l.address, l.role.as_str()))?;
+            let session = Arc::new(SessionConfig {
+                hostname: config.server.hostname.clone(),
+                max_message_size: config.server.max_message_size,
+                max_recipients: MAX_RECIPIENTS,
+                vrfy: match config.smtp.vrfy {
+                    VrfyMode::Ambiguous => VrfyPolicy::Ambiguous,
+                    VrfyMode::Off => VrfyPolicy::Off,
+                    VrfyMode::On => VrfyPolicy::On,
+                },
+                expn: config.smtp.expn == mxguard_config::ExpnMode::On,
+                require_auth: l.role == Role::Submission,
+                max_errors: None,
+            });
+            let ctx = Arc::new(ListenerCtx {
+                config: config.clone(),
+                role: l.role,
+                session,
+                queue: queue.clone(),
+                delivery: delivery_tx.clone(),
+            });
+            listeners.push((listener, ctx));
+        }
+        Ok(Server {
+            config,
+            listeners,
+            queue,
+            delivery,
+        })
+    }
+
+    /// The bound addresses (port 0 in the configuration becomes the real one).
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, Role)> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, ctx)| l.local_addr().ok().map(|a| (a, ctx.role)))
+            .collect()
+    }
+
+    /// Serves until `stop` completes, then stops gracefully.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Each connection holds a clone; when all are dropped, all are done.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut accept_tasks = Vec::new();
+        for (listener, ctx) in self.listeners {
+            if let Ok(a) = listener.local_addr() {
+                tracing::info!(address = %a, role = ctx.role.as_str(), "listening");
+            }
+            let stop_rx = stop_rx.clone();
+            let alive_tx = alive_tx.clone();
+            accept_tasks.push(tokio::spawn(accept_loop(listener, ctx, stop_rx, alive_tx)));
+        }
+        drop(alive_tx);
+        stop.await;
+        tracing::info!("stopping: no new connections; sessions finish their message");
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        if tokio::time::timeout(GRACE, alive_rx.recv()).await.is_err() {
+            tracing::warn!(grace = ?GRACE, "sessions still open after the grace period are cut");
+        }
+        let queue = self.queue.clone();
+        let delivery = self.delivery;
+        tokio::task::spawn_blocking(move || {
+            delivery.stop();
+            queue.shutdown();
+        })
+        .await
+        .context("stopping the delivery worker")?;
+        tracing::info!(hostname = %self.config.server.hostname, "stopped");
+        Ok(())
+    }
+}
+
+static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let ctx = ctx.clone();
+                    let stop = stop.clone();
+                    let alive = alive.clone();
+                    let id = format!("{:06X}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
+                    tokio::spawn(async move {
+                        smtp::serve(stream, peer, id, ctx, stop).await;
+                        drop(alive);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+}

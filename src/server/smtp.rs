@@ -1,0 +1,318 @@
+//! The SMTP driver: feeds a socket to an [`mxguard_proto::smtp::Session`],
+//! decides its events through the policy crate, spools and commits
+//! messages, and writes the replies.
+//!
+//! # Security
+//! All bytes from the socket go through the session, which bounds lines
+//! and message size; this driver adds the timeouts (`smtp.timeouts`) so a
+//! stalled client cannot hold a session forever, and logs every refusal
+//! with the check that made it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mxguard_config::Role;
+use mxguard_policy::recipient::route_recipient;
+use mxguard_proto::smtp::{Decision, Event, Output, Session, TimeoutKind};
+use mxguard_proto::{Path, Reply};
+use mxguard_queue::{Envelope, Recipient, Target, new_queue_id};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+use super::ListenerCtx;
+use super::trace::{self, ReceivedFacts};
+
+const READ_BUF: usize = 64 * 1024;
+
+/// What the driver knows of the current session and transaction.
+struct Conn {
+    id: String,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    helo: String,
+    esmtp: bool,
+    sender: Option<String>,
+    recipients: Vec<Recipient>,
+    queue_id: String,
+    message: Option<Vec<u8>>,
+    /// Where the client's content starts in `message` (after our trace).
+    content_start: usize,
+    /// The check behind the refusal the session is about to send.
+    policy_refusal: bool,
+}
+
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: String,
+    ctx: Arc<ListenerCtx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let cfg = &ctx.config;
+    let banner_text = trace::banner_text(cfg.server.banner.as_deref(), &cfg.server.hostname, SystemTime::now());
+    let banner = Reply::new(220, None, &banner_text).unwrap_or_else(|_| Reply::fixed_plain(220, &cfg.server.hostname));
+    let mut session = Session::new(ctx.session.clone(), banner);
+    let (command_timeout, data_timeout) = (cfg.smtp.command_timeout, cfg.smtp.data_timeout);
+    tracing::debug!(session = %id, client = %peer.ip(), role = ctx.role.as_str(), "connect");
+    let mut conn = Conn {
+        id,
+        peer,
+        ctx: ctx.clone(),
+        helo: String::new(),
+        esmtp: false,
+        sender: None,
+        recipients: Vec::new(),
+        queue_id: String::new(),
+        message: None,
+        content_start: 0,
+        policy_refusal: false,
+    };
+    let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
+    let mut rbuf = vec![0u8; READ_BUF];
+    let mut stopping = *stop.borrow();
+    if stopping {
+        session.shutdown();
+    }
+    loop {
+        let mut close = false;
+        while let Some(out) = session.poll_output() {
+            match out {
+                Output::Reply(r) => {
+                    conn.log_refusal(&r);
+                    r.write_to(&mut wbuf);
+                }
+                Output::Event(e) => {
+                    if let Some(d) = conn.handle(e).await {
+                        session.respond(d);
+                    }
+                }
+                Output::Close => close = true,
+            }
+        }
+        if !wbuf.is_empty() {
+            if let Err(e) = stream.write_all(&wbuf).await {
+                tracing::debug!(session = %conn.id, error = %e, "write failed");
+                break;
+            }
+            wbuf.clear();
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            break;
+        }
+        let limit = match session.timeout_kind() {
+            TimeoutKind::Command => command_timeout,
+            TimeoutKind::Data => data_timeout,
+        };
+        tokio::select! {
+            r = tokio::time::timeout(limit, stream.read(&mut rbuf)) => match r {
+                Ok(Ok(0)) => session.handle_eof(),
+                Ok(Ok(n)) => session.handle_input(&rbuf[..n]),
+                Ok(Err(e)) => {
+                    tracing::debug!(session = %conn.id, error = %e, "read failed");
+                    session.handle_eof();
+                }
+                Err(_) => {
+                    tracing::info!(session = %conn.id, client = %conn.peer.ip(), helo = %conn.helo,
+                        check = "timeout", timeout = ?limit, "client stalled; closing");
+                    session.handle_timeout();
+                }
+            },
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                session.shutdown();
+            }
+        }
+    }
+    tracing::debug!(session = %conn.id, client = %conn.peer.ip(), "disconnect");
+}
+
+impl Conn {
+    fn sender_shown(&self) -> &str {
+        self.sender.as_deref().unwrap_or("")
+    }
+
+    /// Logs a refusal the session sends for protocol reasons; refusals made
+    /// by policy were logged when they were decided.
+    fn log_refusal(&mut self, r: &Reply) {
+        if r.code() < 400 {
+            return;
+        }
+        if std::mem::take(&mut self.policy_refusal) {
+            return;
+        }
+        tracing::info!(
+            session = %self.id, client = %self.peer.ip(), helo = %self.helo, from = %self.sender_shown(),
+            check = "protocol", reply = %r, "command refused (protocol)"
+        );
+    }
+
+    async fn handle(&mut self, e: Event) -> Option<Decision> {
+        match e {
+            Event::Helo { name, extended } => {
+                self.helo = name;
+                self.esmtp = extended;
+                self.reset();
+                Some(Decision::Accept(None))
+            }
+            Event::Mail { from, .. } => {
+                self.reset();
+                self.sender = Some(from.map(|p| p.mailbox.to_string()).unwrap_or_default());
+                Some(Decision::Accept(None))
+            }
+            Event::Rcpt { to } => Some(self.rcpt(to)),
+            Event::Vrfy(arg) | Event::Expn(arg) => Some(self.verify(&arg)),
+            Event::MessageStart => {
+                self.start_message();
+                None
+            }
+            Event::MessageData(chunk) => {
+                if let Some(m) = self.message.as_mut() {
+                    m.extend_from_slice(&chunk);
+                }
+                None
+            }
+            Event::MessageAborted => {
+                self.message = None;
+                None
+            }
+            Event::MessageEnd { size } => Some(self.commit(size).await),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+        self.recipients.clear();
+        self.message = None;
+    }
+
+    fn rcpt(&mut self, to: Path) -> Decision {
+        let shown = to.mailbox.to_string();
+        match route_recipient(&self.ctx.config, &to) {
+            Ok(local) => {
+                tracing::debug!(session = %self.id, rcpt = %shown, mailbox = %local.mailbox,
+                    via = local.via.as_str(), "RCPT OK (local mailbox)");
+                self.recipients.push(Recipient {
+                    address: shown,
+                    target: Target::Local { mailbox: local.mailbox },
+                });
+                Decision::Accept(None)
+            }
+            Err(v) => {
+                tracing::info!(
+                    session = %self.id, client = %self.peer.ip(), helo = %self.helo, from = %self.sender_shown(),
+                    rcpt = %shown, check = v.check.as_str(), reason = %v.reason, reply = %v.reply,
+                    "RCPT denied ({})", v.check.as_str()
+                );
+                self.policy_refusal = true;
+                Decision::Reject(v.reply)
+            }
+        }
+    }
+
+    fn verify(&mut self, arg: &str) -> Decision {
+        let addr = arg.trim().trim_start_matches('<').trim_end_matches('>');
+        match self.ctx.config.account_for(addr) {
+            Some(a) => Decision::Accept(Some(Reply::fixed(250, 2, 1, 5, &format!("<{}>", a.address)))),
+            None => {
+                self.policy_refusal = true;
+                tracing::info!(session = %self.id, client = %self.peer.ip(), check = "unknown_user",
+                    address = %addr, "VRFY/EXPN: no such user");
+                Decision::Reject(Reply::fixed(550, 5, 1, 1, "No such user here"))
+            }
+        }
+    }
+
+    fn start_message(&mut self) {
+        self.queue_id = new_queue_id();
+        let cfg = &self.ctx.config;
+        let single = (self.recipients.len() == 1).then(|| self.recipients[0].address.as_str());
+        let header = trace::received_header(&ReceivedFacts {
+            helo: &self.helo,
+            client_ip: self.peer.ip(),
+            client_name: None,
+            hide_client_ip: cfg.server.hide_client_ip,
+            hostname: &cfg.server.hostname,
+            protocol: if self.esmtp { "ESMTP" } else { "SMTP" },
+            queue_id: &self.queue_id,
+            single_recipient: single,
+            time: SystemTime::now(),
+        });
+        let mut m = Vec::with_capacity(header.len() + 4096);
+        m.extend_from_slice(header.as_bytes());
+        self.content_start = m.len();
+        self.message = Some(m);
+    }
+
+    /// Adds Message-ID and Date to a submission that lacks them (RFC 6409 §8).
+    fn complete_submission(&self, message: &mut Vec<u8>) {
+        if self.ctx.role != Role::Submission {
+            return;
+        }
+        let (no_id, no_date) = trace::missing_origin_headers(&message[self.content_start..]);
+        let mut extra = String::new();
+        if no_id {
+            extra.push_str(&format!("Message-ID: <{}@{}>\r\n", self.queue_id, self.ctx.config.server.hostname));
+        }
+        if no_date {
+            extra.push_str(&format!("Date: {}\r\n", trace::rfc5322_date(SystemTime::now())));
+        }
+        if !extra.is_empty() {
+            message.splice(self.content_start..self.content_start, extra.into_bytes());
+        }
+    }
+
+    async fn commit(&mut self, size: u64) -> Decision {
+        let Some(mut message) = self.message.take() else {
+            return Decision::Reject(Reply::fixed(451, 4, 3, 0, "Internal error: no message in progress"));
+        };
+        self.complete_submission(&mut message);
+        let envelope = Envelope {
+            id: self.queue_id.clone(),
+            received: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            sender: self.sender.clone().unwrap_or_default(),
+            client_ip: self.peer.ip().to_string(),
+            helo: self.helo.clone(),
+            recipients: std::mem::take(&mut self.recipients),
+        };
+        let nrcpt = envelope.recipients.len();
+        let (tx, rx) = oneshot::channel();
+        self.ctx.queue.commit(
+            envelope,
+            message,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let result = rx.await;
+        self.sender = None;
+        match result {
+            Ok(Ok(queued)) => {
+                tracing::info!(
+                    session = %self.id, client = %self.peer.ip(), helo = %self.helo,
+                    from = %queued.envelope.sender, queue_id = %queued.envelope.id, recipients = nrcpt, size,
+                    "message queued"
+                );
+                let reply = Reply::fixed(250, 2, 0, 0, &format!("Ok: queued as {}", queued.envelope.id));
+                let _ = self.ctx.delivery.send(queued);
+                Decision::Accept(Some(reply))
+            }
+            Ok(Err(e)) => {
+                tracing::error!(session = %self.id, queue_id = %self.queue_id, error = %e,
+                    check = "queue", "message not queued");
+                self.policy_refusal = true;
+                Decision::Reject(Reply::fixed(451, 4, 3, 0, "Temporary queue failure; try again later"))
+            }
+            Err(_) => {
+                self.policy_refusal = true;
+                Decision::Reject(Reply::fixed(451, 4, 3, 0, "Temporary queue failure; try again later"))
+            }
+        }
+    }
+}
