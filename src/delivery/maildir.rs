@@ -50,7 +50,12 @@ impl Maildirs {
 
     /// The Maildir of an account address.
     pub fn path_for(&self, mailbox: &str) -> io::Result<PathBuf> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("unusable mailbox name {mailbox:?}"));
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unusable mailbox name {mailbox:?}"),
+            )
+        };
         let (local, domain) = mailbox.rsplit_once('@').ok_or_else(bad)?;
         let local = safe_component(local).ok_or_else(bad)?;
         let domain = safe_component(domain).ok_or_else(bad)?;
@@ -62,7 +67,8 @@ impl Maildirs {
         if self.ready.contains(dir) {
             return Ok(());
         }
-        let existed = dir.join("new").is_dir() && dir.join("tmp").is_dir() && dir.join("cur").is_dir();
+        let existed =
+            dir.join("new").is_dir() && dir.join("tmp").is_dir() && dir.join("cur").is_dir();
         if !existed {
             let mut b = fs::DirBuilder::new();
             b.recursive(true).mode(0o700);
@@ -86,7 +92,9 @@ impl Maildirs {
 
     fn unique_name(&mut self, size: usize) -> String {
         self.counter += 1;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         format!(
             "{}.M{}P{}Q{}.{},S={}",
             now.as_secs(),
@@ -111,7 +119,11 @@ impl Maildirs {
                 let name = self.unique_name(message.len());
                 let tmp = dir.join("tmp").join(&name);
                 let new = dir.join("new").join(&name);
-                let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
                 if let Err(e) = file.write_all(message) {
                     let _ = fs::remove_file(&tmp);
                     return Err(e);
@@ -139,7 +151,10 @@ impl Maildirs {
         for (dir, idx) in touched {
             if let Err(e) = sync_dir(&dir) {
                 for i in idx {
-                    results[i] = Err(io::Error::new(e.kind(), format!("flushing {}: {e}", dir.display())));
+                    results[i] = Err(io::Error::new(
+                        e.kind(),
+                        format!("flushing {}: {e}", dir.display()),
+                    ));
                 }
             }
         }
@@ -157,7 +172,11 @@ mod tests {
         let mut m = Maildirs::new(dir.path().to_path_buf(), "mx.test");
         let a = m.path_for("joe@example.test").unwrap();
         let b = m.path_for("ann@example.test").unwrap();
-        let r = m.deliver_batch(&[(a.clone(), b"one\r\n"), (b.clone(), b"two\r\n"), (a.clone(), b"three\r\n")]);
+        let r = m.deliver_batch(&[
+            (a.clone(), b"one\r\n"),
+            (b.clone(), b"two\r\n"),
+            (a.clone(), b"three\r\n"),
+        ]);
         assert!(r.iter().all(|r| r.is_ok()));
         assert_eq!(fs::read_dir(a.join("new")).unwrap().count(), 2);
         assert_eq!(fs::read_dir(b.join("new")).unwrap().count(), 1);
@@ -169,7 +188,14 @@ mod tests {
     fn refuses_paths_leaving_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let m = Maildirs::new(dir.path().to_path_buf(), "mx.test");
-        for bad in ["../x@example.test", "a/b@example.test", "x@..", "x", ".x@example.test", "x@a/b"] {
+        for bad in [
+            "../x@example.test",
+            "a/b@example.test",
+            "x@..",
+            "x",
+            ".x@example.test",
+            "x@a/b",
+        ] {
             assert!(m.path_for(bad).is_err(), "{bad}");
         }
     }

@@ -58,8 +58,8 @@ impl Server {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
         let queue_dir = data_dir.join("queue");
-        let (queue, pending, warnings) =
-            Queue::open(&queue_dir).with_context(|| format!("cannot open the queue in {}", queue_dir.display()))?;
+        let (queue, pending, warnings) = Queue::open(&queue_dir)
+            .with_context(|| format!("cannot open the queue in {}", queue_dir.display()))?;
         for w in warnings {
             tracing::warn!("queue recovery: {w}");
         }
@@ -67,7 +67,10 @@ impl Server {
         let delivery = Delivery::start(mail_root, &config.server.hostname, queue.clone())
             .context("cannot start the delivery worker")?;
         if !pending.is_empty() {
-            tracing::info!(messages = pending.len(), "queue recovery: delivering messages left from the last run");
+            tracing::info!(
+                messages = pending.len(),
+                "queue recovery: delivering messages left from the last run"
+            );
         }
         for m in pending {
             delivery.submit(m);
@@ -77,9 +80,9 @@ impl Server {
             .ok_or_else(|| anyhow::anyhow!("delivery worker is not running"))?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let listener = TcpListener::bind(l.address)
-                .await
-                .with_context(|| format!("cannot listen on {} (role {})", l.address, l.role.as_str()))?;
+            let listener = TcpListener::bind(l.address).await.with_context(|| {
+                format!("cannot listen on {} (role {})", l.address, l.role.as_str())
+            })?;
             let session = Arc::new(SessionConfig {
                 hostname: config.server.hostname.clone(),
                 max_message_size: config.server.max_message_size,

@@ -52,8 +52,13 @@ pub(crate) async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let cfg = &ctx.config;
-    let banner_text = trace::banner_text(cfg.server.banner.as_deref(), &cfg.server.hostname, SystemTime::now());
-    let banner = Reply::new(220, None, &banner_text).unwrap_or_else(|_| Reply::fixed_plain(220, &cfg.server.hostname));
+    let banner_text = trace::banner_text(
+        cfg.server.banner.as_deref(),
+        &cfg.server.hostname,
+        SystemTime::now(),
+    );
+    let banner = Reply::new(220, None, &banner_text)
+        .unwrap_or_else(|_| Reply::fixed_plain(220, &cfg.server.hostname));
     let mut session = Session::new(ctx.session.clone(), banner);
     let (command_timeout, data_timeout) = (cfg.smtp.command_timeout, cfg.smtp.data_timeout);
     tracing::debug!(session = %id, client = %peer.ip(), role = ctx.role.as_str(), "connect");
@@ -197,7 +202,9 @@ impl Conn {
                     via = local.via.as_str(), "RCPT OK (local mailbox)");
                 self.recipients.push(Recipient {
                     address: shown,
-                    target: Target::Local { mailbox: local.mailbox },
+                    target: Target::Local {
+                        mailbox: local.mailbox,
+                    },
                 });
                 Decision::Accept(None)
             }
@@ -216,7 +223,13 @@ impl Conn {
     fn verify(&mut self, arg: &str) -> Decision {
         let addr = arg.trim().trim_start_matches('<').trim_end_matches('>');
         match self.ctx.config.account_for(addr) {
-            Some(a) => Decision::Accept(Some(Reply::fixed(250, 2, 1, 5, &format!("<{}>", a.address)))),
+            Some(a) => Decision::Accept(Some(Reply::fixed(
+                250,
+                2,
+                1,
+                5,
+                &format!("<{}>", a.address),
+            ))),
             None => {
                 self.policy_refusal = true;
                 tracing::info!(session = %self.id, client = %self.peer.ip(), check = "unknown_user",
@@ -255,10 +268,16 @@ impl Conn {
         let (no_id, no_date) = trace::missing_origin_headers(&message[self.content_start..]);
         let mut extra = String::new();
         if no_id {
-            extra.push_str(&format!("Message-ID: <{}@{}>\r\n", self.queue_id, self.ctx.config.server.hostname));
+            extra.push_str(&format!(
+                "Message-ID: <{}@{}>\r\n",
+                self.queue_id, self.ctx.config.server.hostname
+            ));
         }
         if no_date {
-            extra.push_str(&format!("Date: {}\r\n", trace::rfc5322_date(SystemTime::now())));
+            extra.push_str(&format!(
+                "Date: {}\r\n",
+                trace::rfc5322_date(SystemTime::now())
+            ));
         }
         if !extra.is_empty() {
             message.splice(self.content_start..self.content_start, extra.into_bytes());
@@ -267,7 +286,13 @@ impl Conn {
 
     async fn commit(&mut self, size: u64) -> Decision {
         let Some(mut message) = self.message.take() else {
-            return Decision::Reject(Reply::fixed(451, 4, 3, 0, "Internal error: no message in progress"));
+            return Decision::Reject(Reply::fixed(
+                451,
+                4,
+                3,
+                0,
+                "Internal error: no message in progress",
+            ));
         };
         self.complete_submission(&mut message);
         let envelope = Envelope {
@@ -299,7 +324,13 @@ impl Conn {
                     from = %queued.envelope.sender, queue_id = %queued.envelope.id, recipients = nrcpt, size,
                     "message queued"
                 );
-                let reply = Reply::fixed(250, 2, 0, 0, &format!("Ok: queued as {}", queued.envelope.id));
+                let reply = Reply::fixed(
+                    250,
+                    2,
+                    0,
+                    0,
+                    &format!("Ok: queued as {}", queued.envelope.id),
+                );
                 let _ = self.ctx.delivery.send(queued);
                 Decision::Accept(Some(reply))
             }
@@ -307,11 +338,23 @@ impl Conn {
                 tracing::error!(session = %self.id, queue_id = %self.queue_id, error = %e,
                     check = "queue", "message not queued");
                 self.policy_refusal = true;
-                Decision::Reject(Reply::fixed(451, 4, 3, 0, "Temporary queue failure; try again later"))
+                Decision::Reject(Reply::fixed(
+                    451,
+                    4,
+                    3,
+                    0,
+                    "Temporary queue failure; try again later",
+                ))
             }
             Err(_) => {
                 self.policy_refusal = true;
-                Decision::Reject(Reply::fixed(451, 4, 3, 0, "Temporary queue failure; try again later"))
+                Decision::Reject(Reply::fixed(
+                    451,
+                    4,
+                    3,
+                    0,
+                    "Temporary queue failure; try again later",
+                ))
             }
         }
     }

@@ -11,12 +11,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An RFC 5322 date-time in UTC: `Sun, 22 Nov 2026 03:12:07 +0000`.
 pub fn rfc5322_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MO: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
         WD[days.rem_euclid(7) as usize],
@@ -45,7 +50,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// What the Received: header says about one transaction.
@@ -162,17 +169,26 @@ mod tests {
 
     #[test]
     fn origin_headers() {
-        assert_eq!(missing_origin_headers(b"Subject: x\r\n\r\nDate: in body\r\n"), (true, true));
+        assert_eq!(
+            missing_origin_headers(b"Subject: x\r\n\r\nDate: in body\r\n"),
+            (true, true)
+        );
         assert_eq!(
             missing_origin_headers(b"Message-ID: <a@b>\r\nDATE: x\r\n\r\nbody"),
             (false, false)
         );
-        assert_eq!(missing_origin_headers(b"\r\nMessage-ID: <a@b>\r\n"), (true, true));
+        assert_eq!(
+            missing_origin_headers(b"\r\nMessage-ID: <a@b>\r\n"),
+            (true, true)
+        );
     }
 
     #[test]
     fn banner() {
-        assert_eq!(banner_text(None, "mx.test", UNIX_EPOCH), "mx.test ESMTP mxguard");
+        assert_eq!(
+            banner_text(None, "mx.test", UNIX_EPOCH),
+            "mx.test ESMTP mxguard"
+        );
         assert_eq!(
             banner_text(Some("%LOCALDOMAIN% ready %TIME%"), "mx.test", UNIX_EPOCH),
             "mx.test ready Thu, 01 Jan 1970 00:00:00 +0000"

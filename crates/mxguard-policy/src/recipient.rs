@@ -69,13 +69,11 @@ pub fn route_recipient(cfg: &Config, to: &Path) -> Result<LocalRecipient, Verdic
             via,
         });
     }
-    if let Some(target) = cfg.catchall_for(&domain) {
-        if let Some(account) = cfg.account_for(target) {
-            return Ok(LocalRecipient {
-                mailbox: account.address.clone(),
-                via: Via::Catchall,
-            });
-        }
+    if let Some(account) = cfg.catchall_for(&domain).and_then(|t| cfg.account_for(t)) {
+        return Ok(LocalRecipient {
+            mailbox: account.address.clone(),
+            via: Via::Catchall,
+        });
     }
     Err(Verdict::refuse(
         550,
@@ -121,17 +119,41 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let cases: &[(&str, Result<(&str, Via), (u16, CheckId)>)] = &[
             ("<joe@example.test>", Ok(("joe@example.test", Via::Account))),
             ("<JOE@Example.Test>", Ok(("joe@example.test", Via::Account))),
-            ("<\"joe\"@example.test>", Ok(("joe@example.test", Via::Account))),
-            ("<joseph@example.test>", Ok(("joe@example.test", Via::Alias))),
+            (
+                "<\"joe\"@example.test>",
+                Ok(("joe@example.test", Via::Account)),
+            ),
+            (
+                "<joseph@example.test>",
+                Ok(("joe@example.test", Via::Alias)),
+            ),
             ("<Postmaster>", Ok(("joe@example.test", Via::Alias))),
-            ("<anyone@other.test>", Ok(("joe@example.test", Via::Catchall))),
+            (
+                "<anyone@other.test>",
+                Ok(("joe@example.test", Via::Catchall)),
+            ),
             ("<nobody@example.test>", Err((550, CheckId::UnknownUser))),
             ("<joe@elsewhere.test>", Err((554, CheckId::Relay))),
-            ("<joe%elsewhere.test@example.test>", Err((550, CheckId::UnknownUser))),
-            ("<elsewhere.test!joe@example.test>", Err((550, CheckId::UnknownUser))),
-            ("<\"joe@elsewhere.test\"@example.test>", Err((550, CheckId::UnknownUser))),
-            ("<@example.test:joe@elsewhere.test>", Err((554, CheckId::Relay))),
-            ("<@example.test:joe@example.test>", Err((554, CheckId::Relay))),
+            (
+                "<joe%elsewhere.test@example.test>",
+                Err((550, CheckId::UnknownUser)),
+            ),
+            (
+                "<elsewhere.test!joe@example.test>",
+                Err((550, CheckId::UnknownUser)),
+            ),
+            (
+                "<\"joe@elsewhere.test\"@example.test>",
+                Err((550, CheckId::UnknownUser)),
+            ),
+            (
+                "<@example.test:joe@elsewhere.test>",
+                Err((554, CheckId::Relay)),
+            ),
+            (
+                "<@example.test:joe@example.test>",
+                Err((554, CheckId::Relay)),
+            ),
             ("<joe@[127.0.0.1]>", Err((554, CheckId::Relay))),
         ];
         for (input, want) in cases {
@@ -156,6 +178,9 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let text = CONFIG.replace("[[account]]", "disable_catchalls = true\n[[account]]");
         let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
         let path = parse_path("<anyone@other.test>", false).unwrap().unwrap();
-        assert_eq!(route_recipient(&cfg, &path).unwrap_err().check, CheckId::UnknownUser);
+        assert_eq!(
+            route_recipient(&cfg, &path).unwrap_err().check,
+            CheckId::UnknownUser
+        );
     }
 }

@@ -30,7 +30,13 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub(crate) fn refuse(code: u16, enhanced: (u8, u16, u16), text: &str, check: CheckId, reason: String) -> Verdict {
+    pub(crate) fn refuse(
+        code: u16,
+        enhanced: (u8, u16, u16),
+        text: &str,
+        check: CheckId,
+        reason: String,
+    ) -> Verdict {
         Verdict {
             reply: Reply::fixed(code, enhanced.0, enhanced.1, enhanced.2, text),
             check,

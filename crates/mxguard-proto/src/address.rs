@@ -104,11 +104,15 @@ pub enum AddressError {
 }
 
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii() && !c.is_control()
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || !c.is_ascii() && !c.is_control()
 }
 
 fn valid_dot_string(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
 }
 
 fn valid_quoted_string(s: &str) -> bool {
@@ -140,7 +144,9 @@ fn valid_domain_name(d: &str) -> bool {
             let b = label.as_bytes();
             !b.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii() && !c.is_control())
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii() && !c.is_control()
+                })
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
@@ -150,7 +156,10 @@ fn valid_address_literal(d: &str) -> bool {
     let Some(inner) = d.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
         return false;
     };
-    if inner.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("ipv6:")) {
+    if inner
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("ipv6:"))
+    {
         return inner[5..].parse::<std::net::Ipv6Addr>().is_ok();
     }
     if inner.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -161,7 +170,9 @@ fn valid_address_literal(d: &str) -> bool {
         Some((tag, content)) => {
             valid_domain_name(tag)
                 && !content.is_empty()
-                && content.bytes().all(|b| (33..=90).contains(&b) || (94..=126).contains(&b))
+                && content
+                    .bytes()
+                    .all(|b| (33..=90).contains(&b) || (94..=126).contains(&b))
         }
         None => false,
     }
@@ -271,18 +282,36 @@ mod tests {
     fn paths() {
         let ok: &[(&str, &str, usize)] = &[
             ("<user@example.test>", "user@example.test", 0),
-            ("<User.Name+tag@Example.TEST>", "User.Name+tag@example.test", 0),
-            ("<\"john doe\"@example.test>", "\"john doe\"@example.test", 0),
+            (
+                "<User.Name+tag@Example.TEST>",
+                "User.Name+tag@example.test",
+                0,
+            ),
+            (
+                "<\"john doe\"@example.test>",
+                "\"john doe\"@example.test",
+                0,
+            ),
             ("<\"a@b\"@example.test>", "\"a@b\"@example.test", 0),
-            ("<user%other.test@example.test>", "user%other.test@example.test", 0),
+            (
+                "<user%other.test@example.test>",
+                "user%other.test@example.test",
+                0,
+            ),
             ("<host!user@example.test>", "host!user@example.test", 0),
-            ("<@relay.test,@r2.test:user@example.test>", "user@example.test", 2),
+            (
+                "<@relay.test,@r2.test:user@example.test>",
+                "user@example.test",
+                2,
+            ),
             ("<user@[192.0.2.1]>", "user@[192.0.2.1]", 0),
             ("<user@[IPv6:2001:db8::1]>", "user@[IPv6:2001:db8::1]", 0),
             ("<jürgen@bücher.test>", "jürgen@bücher.test", 0),
         ];
         for (input, want, hops) in ok {
-            let p = parse_path(input, false).unwrap_or_else(|e| panic!("{input}: {e}")).unwrap();
+            let p = parse_path(input, false)
+                .unwrap_or_else(|e| panic!("{input}: {e}"))
+                .unwrap();
             assert_eq!(p.mailbox.to_string(), *want);
             assert_eq!(p.route.len(), *hops);
         }
@@ -307,10 +336,19 @@ mod tests {
         }
         assert_eq!(parse_path("<>", false), Ok(None));
         let long = format!("<{}@example.test>", "a".repeat(65));
-        assert_eq!(parse_path(&long, false), Err(AddressError::LocalPartTooLong));
+        assert_eq!(
+            parse_path(&long, false),
+            Err(AddressError::LocalPartTooLong)
+        );
         let long = format!("<a@{}.test>", "b.".repeat(130));
         assert!(parse_path(&long, false).is_err());
-        assert!(parse_path("<Postmaster>", true).unwrap().unwrap().mailbox.is_bare_postmaster());
+        assert!(
+            parse_path("<Postmaster>", true)
+                .unwrap()
+                .unwrap()
+                .mailbox
+                .is_bare_postmaster()
+        );
         assert!(parse_path("<Postmaster>", false).is_err());
     }
 

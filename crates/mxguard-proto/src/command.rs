@@ -33,7 +33,10 @@ pub enum Command {
     Mail(Option<Path>, MailParams),
     Rcpt(Path),
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -103,7 +106,10 @@ fn parse_mail_params(params: &str) -> Result<MailParams, ParseError> {
     for p in params.split(' ').filter(|p| !p.is_empty()) {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         if k.eq_ignore_ascii_case("SIZE") {
-            out.size = Some(v.parse().map_err(|_| ParseError::Syntax("SIZE=<number of octets>"))?);
+            out.size = Some(
+                v.parse()
+                    .map_err(|_| ParseError::Syntax("SIZE=<number of octets>"))?,
+            );
         } else if k.eq_ignore_ascii_case("BODY") {
             out.body = if v.eq_ignore_ascii_case("7BIT") {
                 Body::SevenBit
@@ -147,11 +153,13 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
             Command::Ehlo(name.to_string())
         })
     } else if is("MAIL") {
-        let (path, params) = split_path_args(args, "FROM:").ok_or(ParseError::Syntax("MAIL FROM:<address>"))?;
+        let (path, params) =
+            split_path_args(args, "FROM:").ok_or(ParseError::Syntax("MAIL FROM:<address>"))?;
         let path = parse_path(path, false).map_err(ParseError::BadSender)?;
         Ok(Command::Mail(path, parse_mail_params(params)?))
     } else if is("RCPT") {
-        let (path, params) = split_path_args(args, "TO:").ok_or(ParseError::Syntax("RCPT TO:<address>"))?;
+        let (path, params) =
+            split_path_args(args, "TO:").ok_or(ParseError::Syntax("RCPT TO:<address>"))?;
         let path = parse_path(path, true)
             .map_err(ParseError::BadRecipient)?
             .ok_or(ParseError::BadRecipient(AddressError::Syntax))?;
@@ -238,17 +246,38 @@ mod tests {
             ("FOO", ParseError::Unrecognized),
             ("", ParseError::Unrecognized),
             ("EHLO", ParseError::Syntax("EHLO hostname")),
-            ("MAIL TO:<a@b.test>", ParseError::Syntax("MAIL FROM:<address>")),
-            ("MAIL FROM:a@b.test", ParseError::BadSender(AddressError::MissingBrackets)),
-            ("MAIL FROM:<a@b.test> RET=FULL", ParseError::UnsupportedParam("RET=FULL".into())),
-            ("MAIL FROM:<a@b.test> BODY=BINARYMIME", ParseError::UnsupportedParam("BODY=BINARYMIME".into())),
-            ("MAIL FROM:<a@b.test> SIZE=x", ParseError::Syntax("SIZE=<number of octets>")),
+            (
+                "MAIL TO:<a@b.test>",
+                ParseError::Syntax("MAIL FROM:<address>"),
+            ),
+            (
+                "MAIL FROM:a@b.test",
+                ParseError::BadSender(AddressError::MissingBrackets),
+            ),
+            (
+                "MAIL FROM:<a@b.test> RET=FULL",
+                ParseError::UnsupportedParam("RET=FULL".into()),
+            ),
+            (
+                "MAIL FROM:<a@b.test> BODY=BINARYMIME",
+                ParseError::UnsupportedParam("BODY=BINARYMIME".into()),
+            ),
+            (
+                "MAIL FROM:<a@b.test> SIZE=x",
+                ParseError::Syntax("SIZE=<number of octets>"),
+            ),
             ("RCPT TO:<>", ParseError::BadRecipient(AddressError::Syntax)),
-            ("RCPT TO:<a@b.test> NOTIFY=NEVER", ParseError::UnsupportedParam("NOTIFY=NEVER".into())),
+            (
+                "RCPT TO:<a@b.test> NOTIFY=NEVER",
+                ParseError::UnsupportedParam("NOTIFY=NEVER".into()),
+            ),
             ("DATA x", ParseError::Syntax("DATA")),
             ("BDAT", ParseError::Syntax("BDAT <size> [LAST]")),
             ("BDAT 10 FIRST", ParseError::Syntax("BDAT <size> [LAST]")),
-            ("ETRN x", ParseError::NotImplemented("Command not implemented")),
+            (
+                "ETRN x",
+                ParseError::NotImplemented("Command not implemented"),
+            ),
         ];
         for (line, want) in bad {
             assert_eq!(&parse_command(line).unwrap_err(), want, "{line}");

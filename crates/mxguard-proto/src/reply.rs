@@ -78,10 +78,10 @@ impl Reply {
         if !(200..=599).contains(&code) {
             return Err(ReplyError::BadCode(code));
         }
-        if let Some(e) = enhanced {
-            if u16::from(e.class) != code / 100 {
-                return Err(ReplyError::ClassMismatch { code, enhanced: e });
-            }
+        if let Some(e) = enhanced
+            && u16::from(e.class) != code / 100
+        {
+            return Err(ReplyError::ClassMismatch { code, enhanced: e });
         }
         Ok(Reply {
             code,
@@ -106,7 +106,8 @@ impl Reply {
 
     /// A reply without enhanced code (greeting, EHLO, 3xx), from constants.
     pub fn fixed_plain(code: u16, text: &str) -> Reply {
-        Reply::new(code, None, text).unwrap_or_else(|_| Reply::fixed(451, 4, 3, 0, "Internal error"))
+        Reply::new(code, None, text)
+            .unwrap_or_else(|_| Reply::fixed(451, 4, 3, 0, "Internal error"))
     }
 
     /// Parses an administrator's reply string: `"554 5.7.1 Access denied"`,
@@ -121,10 +122,14 @@ impl Reply {
         let code: u16 = code_str.parse().map_err(|_| bad())?;
         let rest = rest.trim_start();
         let (enhanced, text) = match rest.split_once(' ').unwrap_or((rest, "")) {
-            (first, text) if first.contains('.') && first.starts_with(|c: char| c.is_ascii_digit()) => match EnhancedCode::parse(first) {
-                Some(e) => (Some(e), text.trim_start()),
-                None => return Err(bad()),
-            },
+            (first, text)
+                if first.contains('.') && first.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                match EnhancedCode::parse(first) {
+                    Some(e) => (Some(e), text.trim_start()),
+                    None => return Err(bad()),
+                }
+            }
             _ => (None, rest),
         };
         Reply::new(code, enhanced, text)
@@ -218,11 +223,17 @@ mod tests {
     #[test]
     fn parses_admin_replies() {
         let cases: &[(&str, Option<(u16, Option<&str>, &str)>)] = &[
-            ("554 5.7.1 Access denied", Some((554, Some("5.7.1"), "Access denied"))),
+            (
+                "554 5.7.1 Access denied",
+                Some((554, Some("5.7.1"), "Access denied")),
+            ),
             ("421 4.7.1 go away", Some((421, Some("4.7.1"), "go away"))),
             ("421 go away", Some((421, None, "go away"))),
             ("550", Some((550, None, ""))),
-            ("220 mx.example.test ESMTP", Some((220, None, "mx.example.test ESMTP"))),
+            (
+                "220 mx.example.test ESMTP",
+                Some((220, None, "mx.example.test ESMTP")),
+            ),
             ("550 4.7.1 mismatch", None),
             ("99 x", None),
             ("700 7.1.1 x", None),
@@ -246,11 +257,15 @@ mod tests {
 
     #[test]
     fn wire_form_and_injection() {
-        let r = Reply::new(250, None, "mx.test").unwrap().with_line("PIPELINING");
+        let r = Reply::new(250, None, "mx.test")
+            .unwrap()
+            .with_line("PIPELINING");
         assert_eq!(r.to_wire(), "250-mx.test\r\n250 PIPELINING\r\n");
         let r = Reply::new(550, Some(EnhancedCode::new(5, 1, 1)), "no\r\n250 ok").unwrap();
         assert_eq!(r.to_wire(), "550 5.1.1 no  250 ok\r\n");
-        let r = Reply::parse("554 5.7.1 [%IP%] listed").unwrap().substitute(&[("IP", "1.2.3.4\r\n")]);
+        let r = Reply::parse("554 5.7.1 [%IP%] listed")
+            .unwrap()
+            .substitute(&[("IP", "1.2.3.4\r\n")]);
         assert_eq!(r.to_wire(), "554 5.7.1 [1.2.3.4  ] listed\r\n");
     }
 

@@ -62,7 +62,13 @@ fn clean(s: &str) -> String {
 
 fn clean_token(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() || c.is_whitespace() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -79,7 +85,12 @@ impl Envelope {
         for r in &self.recipients {
             match &r.target {
                 Target::Local { mailbox } => {
-                    let _ = writeln!(s, "rcpt <{}> local {}", clean_token(&r.address), clean_token(mailbox));
+                    let _ = writeln!(
+                        s,
+                        "rcpt <{}> local {}",
+                        clean_token(&r.address),
+                        clean_token(mailbox)
+                    );
                 }
             }
         }
@@ -174,7 +185,13 @@ mod tests {
 
     #[test]
     fn damaged_files_are_errors() {
-        for bad in [&b""[..], b"junk", b"MXGUARD-QUEUE 1\nid x\n\n", b"MXGUARD-QUEUE 1\ntime x\n\n", b"\xff\xfe\n\n"] {
+        for bad in [
+            &b""[..],
+            b"junk",
+            b"MXGUARD-QUEUE 1\nid x\n\n",
+            b"MXGUARD-QUEUE 1\ntime x\n\n",
+            b"\xff\xfe\n\n",
+        ] {
             assert!(Envelope::parse(bad).is_err());
         }
     }

@@ -88,10 +88,11 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scan> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(hex) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")) {
-            if let Ok(seq) = u64::from_str_radix(hex, 16) {
-                seqs.push(seq);
-            }
+        let hex = name
+            .strip_prefix("seg-")
+            .and_then(|n| n.strip_suffix(".log"));
+        if let Some(seq) = hex.and_then(|h| u64::from_str_radix(h, 16).ok()) {
+            seqs.push(seq);
         }
     }
     seqs.sort_unstable();

@@ -225,7 +225,11 @@ impl Committer {
                 } => {
                     let offset = self.active.len + self.buf.len() as u64;
                     let head = envelope.to_bytes();
-                    journal::encode_record(journal::KIND_MESSAGE, &[&head, &message], &mut self.buf);
+                    journal::encode_record(
+                        journal::KIND_MESSAGE,
+                        &[&head, &message],
+                        &mut self.buf,
+                    );
                     let loc = RecordLoc {
                         segment: self.active.seq,
                         offset,
@@ -263,7 +267,10 @@ impl Committer {
             Err(e) => {
                 tracing::error!(error = %e, "queue journal write failed");
                 for (_, _, _, reply) in commits {
-                    reply(Err(QueueError::Write(io::Error::new(e.kind(), e.to_string()))));
+                    reply(Err(QueueError::Write(io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    ))));
                 }
                 // Delivered markers are lost; those messages may be delivered
                 // again after a restart, which is the safe direction.

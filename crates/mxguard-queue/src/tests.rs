@@ -19,7 +19,11 @@ fn env(id: &str) -> Envelope {
 
 fn commit(q: &Queue, id: &str, body: &[u8]) -> QueuedMessage {
     let (tx, rx) = channel();
-    q.commit(env(id), body.to_vec(), Box::new(move |r| tx.send(r).unwrap()));
+    q.commit(
+        env(id),
+        body.to_vec(),
+        Box::new(move |r| tx.send(r).unwrap()),
+    );
     rx.recv().unwrap().unwrap()
 }
 

@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn dot_stuffing_and_terminator() {
-        let (out, done, flaw, left) = read_all(&[b"Subject: x\r\n\r\n..dot\r\n", b".\r", b"\nQUIT\r\n"], 1000);
+        let (out, done, flaw, left) = read_all(
+            &[b"Subject: x\r\n\r\n..dot\r\n", b".\r", b"\nQUIT\r\n"],
+            1000,
+        );
         assert!(done);
         assert_eq!(flaw, None);
         assert_eq!(out, b"Subject: x\r\n\r\n.dot\r\n");
@@ -221,7 +224,8 @@ mod tests {
         assert!(done);
         assert_eq!(flaw, None);
         assert_eq!(out.len(), 1000);
-        let (_, done, flaw, _) = read_all(&[b"0123456789\r\n".repeat(20).as_slice(), b".\r\n"], 100);
+        let (_, done, flaw, _) =
+            read_all(&[b"0123456789\r\n".repeat(20).as_slice(), b".\r\n"], 100);
         assert!(done);
         assert_eq!(flaw, Some(Flaw::TooLarge));
     }

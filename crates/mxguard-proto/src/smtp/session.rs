@@ -244,7 +244,13 @@ impl Session {
         if self.message_started() {
             self.out.push_back(Output::Event(Event::MessageAborted));
         }
-        let r = reply(421, 4, 4, 2, &format!("{} Error: timeout exceeded", self.cfg.hostname));
+        let r = reply(
+            421,
+            4,
+            4,
+            2,
+            &format!("{} Error: timeout exceeded", self.cfg.hostname),
+        );
         self.send(r);
         self.close();
     }
@@ -304,7 +310,13 @@ impl Session {
                     accept_reply.unwrap_or_else(|| reply(250, 2, 1, 5, "Recipient OK"))
                 }
                 Pending::Vrfy => accept_reply.unwrap_or_else(|| {
-                    reply(252, 2, 5, 2, "Cannot VRFY user, but will accept message and attempt delivery")
+                    reply(
+                        252,
+                        2,
+                        5,
+                        2,
+                        "Cannot VRFY user, but will accept message and attempt delivery",
+                    )
                 }),
                 Pending::MessageEnd => {
                     self.tx = Transaction::default();
@@ -344,12 +356,18 @@ impl Session {
     fn fail(&mut self, r: Reply) {
         self.send(r);
         self.errors += 1;
-        if let Some(max) = self.cfg.max_errors {
-            if self.errors >= max {
-                let r = reply(421, 4, 7, 0, &format!("{} Error: too many errors", self.cfg.hostname));
-                self.send(r);
-                self.close();
-            }
+        if let Some(max) = self.cfg.max_errors
+            && self.errors >= max
+        {
+            let r = reply(
+                421,
+                4,
+                7,
+                0,
+                &format!("{} Error: too many errors", self.cfg.hostname),
+            );
+            self.send(r);
+            self.close();
         }
     }
 
@@ -389,7 +407,13 @@ impl Session {
 
     fn step_command(&mut self, pos: &mut usize) -> bool {
         if self.shutting_down {
-            let r = reply(421, 4, 3, 2, &format!("{} Service shutting down", self.cfg.hostname));
+            let r = reply(
+                421,
+                4,
+                3,
+                2,
+                &format!("{} Service shutting down", self.cfg.hostname),
+            );
             self.send(r);
             self.close();
             return false;
@@ -411,11 +435,23 @@ impl Session {
         }
         let line = &self.inbuf[start..start + i];
         let Some(line) = line.strip_suffix(b"\r") else {
-            self.fail(reply(500, 5, 5, 2, "Bare LF received; command lines must end with CRLF"));
+            self.fail(reply(
+                500,
+                5,
+                5,
+                2,
+                "Bare LF received; command lines must end with CRLF",
+            ));
             return true;
         };
         if memchr(b'\r', line).is_some() {
-            self.fail(reply(500, 5, 5, 2, "Bare CR received; command lines must end with CRLF"));
+            self.fail(reply(
+                500,
+                5,
+                5,
+                2,
+                "Bare CR received; command lines must end with CRLF",
+            ));
             return true;
         }
         if memchr(0, line).is_some() {
@@ -438,7 +474,9 @@ impl Session {
                 let r = match e {
                     ParseError::Unrecognized => reply(500, 5, 5, 1, "Command unrecognized"),
                     ParseError::Syntax(usage) => reply(501, 5, 5, 4, &format!("Syntax: {usage}")),
-                    ParseError::BadSender(e) => reply(501, 5, 1, 7, &format!("Bad sender address syntax: {e}")),
+                    ParseError::BadSender(e) => {
+                        reply(501, 5, 1, 7, &format!("Bad sender address syntax: {e}"))
+                    }
                     ParseError::BadRecipient(e) => {
                         reply(501, 5, 1, 3, &format!("Bad recipient address syntax: {e}"))
                     }
@@ -453,16 +491,34 @@ impl Session {
         match cmd {
             Command::Helo(_) | Command::Ehlo(_) if self.tx.chunking.is_some() => {
                 self.abort_message();
-                self.fail(reply(503, 5, 5, 1, "BDAT transfer in progress; message discarded"));
+                self.fail(reply(
+                    503,
+                    5,
+                    5,
+                    1,
+                    "BDAT transfer in progress; message discarded",
+                ));
             }
-            Command::Helo(name) => self.ask(Pending::Helo { name: name.clone(), extended: false }, Event::Helo {
-                name,
-                extended: false,
-            }),
-            Command::Ehlo(name) => self.ask(Pending::Helo { name: name.clone(), extended: true }, Event::Helo {
-                name,
-                extended: true,
-            }),
+            Command::Helo(name) => self.ask(
+                Pending::Helo {
+                    name: name.clone(),
+                    extended: false,
+                },
+                Event::Helo {
+                    name,
+                    extended: false,
+                },
+            ),
+            Command::Ehlo(name) => self.ask(
+                Pending::Helo {
+                    name: name.clone(),
+                    extended: true,
+                },
+                Event::Helo {
+                    name,
+                    extended: true,
+                },
+            ),
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to) => self.rcpt(to),
             Command::Data => self.data(),
@@ -474,7 +530,13 @@ impl Session {
             }
             Command::Noop => self.send(reply(250, 2, 0, 0, "OK")),
             Command::Quit => {
-                let r = reply(221, 2, 0, 0, &format!("{} closing connection", self.cfg.hostname));
+                let r = reply(
+                    221,
+                    2,
+                    0,
+                    0,
+                    &format!("{} closing connection", self.cfg.hostname),
+                );
                 self.send(r);
                 self.abort_message();
                 self.close();
@@ -532,7 +594,13 @@ impl Session {
             return self.fail(reply(530, 5, 7, 0, "Authentication required"));
         }
         if params.size.is_some_and(|s| s > self.cfg.max_message_size) {
-            return self.fail(reply(552, 5, 3, 4, "Message size exceeds fixed maximum message size"));
+            return self.fail(reply(
+                552,
+                5,
+                3,
+                4,
+                "Message size exceeds fixed maximum message size",
+            ));
         }
         if from.as_ref().is_some_and(|p| p.mailbox.is_utf8()) && !params.smtputf8 {
             return self.fail(reply(553, 5, 6, 7, "Non-ASCII address requires SMTPUTF8"));
@@ -601,8 +669,20 @@ impl Session {
 
     fn flaw_reply(flaw: Flaw) -> Reply {
         match flaw {
-            Flaw::TooLarge => reply(552, 5, 3, 4, "Message size exceeds fixed maximum message size"),
-            Flaw::LineTooLong => reply(500, 5, 5, 2, "Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6)"),
+            Flaw::TooLarge => reply(
+                552,
+                5,
+                3,
+                4,
+                "Message size exceeds fixed maximum message size",
+            ),
+            Flaw::LineTooLong => reply(
+                500,
+                5,
+                5,
+                2,
+                "Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+            ),
             Flaw::BareLineEnding => reply(
                 550,
                 5,
@@ -641,19 +721,25 @@ impl Session {
     }
 
     fn step_bdat(&mut self, pos: &mut usize) -> bool {
-        let Mode::Bdat { remaining, last, error } = &mut self.mode else {
+        let Mode::Bdat {
+            remaining,
+            last,
+            error,
+        } = &mut self.mode
+        else {
             return false;
         };
         let avail = (self.inbuf.len() - *pos) as u64;
         let take = avail.min(*remaining) as usize;
         *remaining -= take as u64;
-        if take > 0 && error.is_none() {
-            if let Some(checker) = self.tx.chunking.as_mut() {
-                let chunk = &self.inbuf[*pos..*pos + take];
-                checker.check(chunk, self.cfg.max_message_size);
-                if checker.flaw.is_none() {
-                    self.data_out.extend_from_slice(chunk);
-                }
+        if take > 0
+            && error.is_none()
+            && let Some(checker) = self.tx.chunking.as_mut()
+        {
+            let chunk = &self.inbuf[*pos..*pos + take];
+            checker.check(chunk, self.cfg.max_message_size);
+            if checker.flaw.is_none() {
+                self.data_out.extend_from_slice(chunk);
             }
         }
         *pos += take;

@@ -45,11 +45,12 @@ impl Harness {
                 Output::Reply(r) => replies.extend(r.to_wire().lines().map(String::from)),
                 Output::Close => self.closed = true,
                 Output::Event(e) => {
-                    self.events.push(format!("{e:?}").chars().take(40).collect());
+                    self.events
+                        .push(format!("{e:?}").chars().take(40).collect());
                     let d = match e {
-                        Event::Rcpt { to } if to.mailbox.local_part == "unknown" => {
-                            Some(Decision::Reject(Reply::parse("550 5.1.1 No such user").unwrap()))
-                        }
+                        Event::Rcpt { to } if to.mailbox.local_part == "unknown" => Some(
+                            Decision::Reject(Reply::parse("550 5.1.1 No such user").unwrap()),
+                        ),
                         Event::Helo { name, .. } if name == "blocked" => {
                             Some(Decision::Close(Reply::parse("554 5.7.1 Go away").unwrap()))
                         }
@@ -63,11 +64,12 @@ impl Harness {
                         }
                         Event::MessageAborted => None,
                         Event::MessageEnd { size } => Some(Decision::Accept(Some(
-                            Reply::parse(&format!("250 2.0.0 Ok: {size} octets queued as Q1")).unwrap(),
+                            Reply::parse(&format!("250 2.0.0 Ok: {size} octets queued as Q1"))
+                                .unwrap(),
                         ))),
-                        Event::Vrfy(_) | Event::Expn(_) => {
-                            Some(Decision::Accept(Some(Reply::parse("250 2.1.5 <joe@example.test>").unwrap())))
-                        }
+                        Event::Vrfy(_) | Event::Expn(_) => Some(Decision::Accept(Some(
+                            Reply::parse("250 2.1.5 <joe@example.test>").unwrap(),
+                        ))),
                         _ => Some(Decision::Accept(None)),
                     };
                     if let Some(d) = d {
@@ -115,7 +117,10 @@ fn full_transaction() {
     assert_eq!(h.codes("RCPT TO:<joe@example.test>\r\n"), ["250 2.1.5"]);
     assert_eq!(h.codes("RCPT TO:<unknown@example.test>\r\n"), ["550 5.1.1"]);
     assert_eq!(h.codes("DATA\r\n"), ["354 End"]);
-    assert_eq!(h.send("Subject: hi\r\n\r\n..leading dot\r\n.\r\n"), ["250 2.0.0 Ok: 29 octets queued as Q1"]);
+    assert_eq!(
+        h.send("Subject: hi\r\n\r\n..leading dot\r\n.\r\n"),
+        ["250 2.0.0 Ok: 29 octets queued as Q1"]
+    );
     assert_eq!(h.message, b"Subject: hi\r\n\r\n.leading dot\r\n");
     assert_eq!(h.codes("QUIT\r\n"), ["221 2.0.0"]);
     assert!(h.closed);
@@ -175,7 +180,10 @@ fn bad_lines_get_replies_and_session_goes_on() {
     assert_eq!(h.codes("NOOP\n"), ["500 5.5.2"]);
     assert_eq!(h.codes("NO\rOP\r\n"), ["500 5.5.2"]);
     assert_eq!(h.send_bytes(b"NOOP\0\r\n").len(), 1);
-    assert_eq!(h.send_bytes(b"NOOP \xff\xfe\r\n")[0].split(' ').next(), Some("500"));
+    assert_eq!(
+        h.send_bytes(b"NOOP \xff\xfe\r\n")[0].split(' ').next(),
+        Some("500")
+    );
     assert_eq!(h.codes("FOO\r\n"), ["500 5.5.1"]);
     assert_eq!(h.codes("EHLO\r\n"), ["501 5.5.4"]);
     assert_eq!(h.codes("HELO c.test\r\n"), ["250 mx.example.test"]);
@@ -191,7 +199,10 @@ fn bad_lines_get_replies_and_session_goes_on() {
 fn oversized_message_is_read_to_its_end_then_refused() {
     let mut h = Harness::new(config());
     h.send("EHLO c.test\r\n");
-    assert_eq!(h.codes("MAIL FROM:<a@b.test> SIZE=20000\r\n"), ["552 5.3.4"]);
+    assert_eq!(
+        h.codes("MAIL FROM:<a@b.test> SIZE=20000\r\n"),
+        ["552 5.3.4"]
+    );
     h.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
     let line = format!("{}\r\n", "x".repeat(98));
     for _ in 0..200 {
@@ -230,7 +241,10 @@ fn long_text_line_refused() {
 fn bdat_chunks() {
     let mut h = Harness::new(config());
     h.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@example.test>\r\n");
-    assert_eq!(h.send("BDAT 12\r\nSubject: x\r\n"), ["250 2.0.0 12 octets received"]);
+    assert_eq!(
+        h.send("BDAT 12\r\nSubject: x\r\n"),
+        ["250 2.0.0 12 octets received"]
+    );
     // chunk split across reads, with a pipelined command behind it
     assert!(h.send("BDAT 9 LAST\r\nhel").is_empty());
     assert_eq!(h.codes("lo\r\n\r\nNOOP\r\n"), ["250 2.0.0", "250 2.0.0"]);
@@ -295,7 +309,10 @@ fn utf8_needs_smtputf8() {
     let mut h = Harness::new(config());
     h.send("EHLO c.test\r\n");
     assert_eq!(h.codes("MAIL FROM:<jürgen@b.test>\r\n"), ["553 5.6.7"]);
-    assert_eq!(h.codes("MAIL FROM:<jürgen@b.test> SMTPUTF8\r\n"), ["250 2.1.0"]);
+    assert_eq!(
+        h.codes("MAIL FROM:<jürgen@b.test> SMTPUTF8\r\n"),
+        ["250 2.1.0"]
+    );
     assert_eq!(h.codes("RCPT TO:<jürgen@example.test>\r\n"), ["250 2.1.5"]);
 }
 
@@ -324,11 +341,16 @@ fn timeout_and_eof() {
     h.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\npartial");
     assert_eq!(h.s.timeout_kind(), TimeoutKind::Data);
     h.s.handle_timeout();
-    assert_eq!(h.drain().iter().map(|l| &l[..9]).collect::<Vec<_>>(), ["421 4.4.2"]);
+    assert_eq!(
+        h.drain().iter().map(|l| &l[..9]).collect::<Vec<_>>(),
+        ["421 4.4.2"]
+    );
     assert!(h.closed);
     assert!(h.events.iter().any(|e| e.starts_with("MessageAborted")));
     let mut h = Harness::new(config());
-    h.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\npartial\r\n");
+    h.send(
+        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\npartial\r\n",
+    );
     h.s.handle_eof();
     h.drain();
     assert!(h.closed);
@@ -354,8 +376,21 @@ fn shutdown_waits_for_message_end() {
 fn arbitrary_bytes_never_panic() {
     // A cheap deterministic fuzz: pseudo-random bytes biased to SMTP tokens.
     let tokens: &[&[u8]] = &[
-        b"EHLO x\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<d@e.f>\r\n", b"DATA\r\n", b"BDAT 3\r\n",
-        b"BDAT 2 LAST\r\n", b".\r\n", b"\r\n", b"\n", b"\r", b"\0", b".", b"RSET\r\n", b"\xff", b"x",
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@b.c>\r\n",
+        b"RCPT TO:<d@e.f>\r\n",
+        b"DATA\r\n",
+        b"BDAT 3\r\n",
+        b"BDAT 2 LAST\r\n",
+        b".\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\0",
+        b".",
+        b"RSET\r\n",
+        b"\xff",
+        b"x",
     ];
     let mut seed: u64 = 0x2545F4914F6CDD1D;
     for _ in 0..300 {
