@@ -14,10 +14,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use mxguard_queue::Content;
 
 /// The Maildirs under `data_dir/mail/<domain>/<local part>/`.
 pub struct Maildirs {
@@ -90,7 +92,7 @@ impl Maildirs {
         Ok(())
     }
 
-    fn unique_name(&mut self, size: usize) -> String {
+    fn unique_name(&mut self, size: u64) -> String {
         self.counter += 1;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -107,7 +109,7 @@ impl Maildirs {
     }
 
     /// Delivers each `(maildir, message)`; one result per item, in order.
-    pub fn deliver_batch(&mut self, items: &[(PathBuf, &[u8])]) -> Vec<io::Result<()>> {
+    pub fn deliver_batch(&mut self, items: &[(PathBuf, &Content)]) -> Vec<io::Result<()>> {
         struct Pending {
             file: File,
             tmp: PathBuf,
@@ -124,7 +126,7 @@ impl Maildirs {
                     .create_new(true)
                     .mode(0o600)
                     .open(&tmp)?;
-                if let Err(e) = file.write_all(message) {
+                if let Err(e) = message.write_to(&mut file) {
                     let _ = fs::remove_file(&tmp);
                     return Err(e);
                 }
@@ -172,11 +174,9 @@ mod tests {
         let mut m = Maildirs::new(dir.path().to_path_buf(), "mx.test");
         let a = m.path_for("joe@example.test").unwrap();
         let b = m.path_for("ann@example.test").unwrap();
-        let r = m.deliver_batch(&[
-            (a.clone(), b"one\r\n"),
-            (b.clone(), b"two\r\n"),
-            (a.clone(), b"three\r\n"),
-        ]);
+        let c = |s: &[u8]| Content::Memory(std::sync::Arc::new(s.to_vec()));
+        let (one, two, three) = (c(b"one\r\n"), c(b"two\r\n"), c(b"three\r\n"));
+        let r = m.deliver_batch(&[(a.clone(), &one), (b.clone(), &two), (a.clone(), &three)]);
         assert!(r.iter().all(|r| r.is_ok()));
         assert_eq!(fs::read_dir(a.join("new")).unwrap().count(), 2);
         assert_eq!(fs::read_dir(b.join("new")).unwrap().count(), 1);

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mxguard_queue::{Queue, QueuedMessage, Target};
+use mxguard_queue::{Content, Queue, QueuedMessage, Target};
 
 use maildir::Maildirs;
 
@@ -124,14 +124,14 @@ impl Work {
 
 /// Delivers a batch; returns the work that must be tried again.
 fn deliver(maildirs: &mut Maildirs, queue: &Queue, batch: Vec<Work>) -> Vec<Work> {
-    let mut items: Vec<(PathBuf, &[u8])> = Vec::new();
+    let mut items: Vec<(PathBuf, &Content)> = Vec::new();
     let mut owners: Vec<(usize, String)> = Vec::new();
     let mut failed: Vec<Vec<(String, String)>> = vec![Vec::new(); batch.len()];
     for (i, w) in batch.iter().enumerate() {
         for mb in &w.mailboxes {
             match maildirs.path_for(mb) {
                 Ok(p) => {
-                    items.push((p, w.msg.message.as_slice()));
+                    items.push((p, &w.msg.content));
                     owners.push((i, mb.clone()));
                 }
                 Err(e) => failed[i].push((mb.clone(), e.to_string())),
@@ -153,7 +153,7 @@ fn deliver(maildirs: &mut Maildirs, queue: &Queue, batch: Vec<Work>) -> Vec<Work
             tracing::info!(
                 queue_id = %w.msg.envelope.id,
                 mailbox = %mb,
-                size = w.msg.message.len(),
+                size = w.msg.content.len(),
                 "delivered to Maildir"
             );
             w.mailboxes.remove(mb);

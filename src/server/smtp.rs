@@ -16,15 +16,30 @@ use mxguard_config::Role;
 use mxguard_policy::recipient::route_recipient;
 use mxguard_proto::smtp::{Decision, Event, Output, Session, TimeoutKind};
 use mxguard_proto::{Path, Reply};
-use mxguard_queue::{Envelope, Recipient, Target, new_queue_id};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mxguard_queue::{Body, Envelope, Recipient, Target, new_queue_id};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use super::ListenerCtx;
 use super::trace::{self, ReceivedFacts};
 
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 16 * 1024;
+
+/// A message larger than this goes to a spool file instead of memory, so a
+/// session's memory stays bounded whatever `max_message_size` is.
+const SPILL_AT: usize = 1024 * 1024;
+
+/// The message being received.
+enum Spool {
+    Memory(Vec<u8>),
+    File {
+        file: BufWriter<tokio::fs::File>,
+        path: std::path::PathBuf,
+    },
+    /// Writing the spool file failed; the message will get a 451.
+    Failed(String),
+}
 
 /// What the driver knows of the current session and transaction.
 struct Conn {
@@ -36,7 +51,7 @@ struct Conn {
     sender: Option<String>,
     recipients: Vec<Recipient>,
     queue_id: String,
-    message: Option<Vec<u8>>,
+    message: Option<Spool>,
     /// Where the client's content starts in `message` (after our trace).
     content_start: usize,
     /// The check behind the refusal the session is about to send.
@@ -175,13 +190,11 @@ impl Conn {
                 None
             }
             Event::MessageData(chunk) => {
-                if let Some(m) = self.message.as_mut() {
-                    m.extend_from_slice(&chunk);
-                }
+                self.append(&chunk).await;
                 None
             }
             Event::MessageAborted => {
-                self.message = None;
+                self.discard_spool().await;
                 None
             }
             Event::MessageEnd { size } => Some(self.commit(size).await),
@@ -192,6 +205,50 @@ impl Conn {
         self.sender = None;
         self.recipients.clear();
         self.message = None;
+    }
+
+    async fn append(&mut self, chunk: &[u8]) {
+        let spill = match self.message.as_mut() {
+            Some(Spool::Memory(m)) => {
+                m.extend_from_slice(chunk);
+                m.len() > SPILL_AT
+            }
+            Some(Spool::File { file, path }) => {
+                if let Err(e) = file.write_all(chunk).await {
+                    let why = format!("writing spool file {}: {e}", path.display());
+                    let _ = tokio::fs::remove_file(&*path).await;
+                    self.message = Some(Spool::Failed(why));
+                }
+                false
+            }
+            Some(Spool::Failed(_)) | None => false,
+        };
+        if spill && let Some(Spool::Memory(mut m)) = self.message.take() {
+            // The header section is within the first megabyte: complete it
+            // now, while it is still in memory.
+            self.complete_submission(&mut m);
+            let path = self.ctx.queue.spool_path(&self.queue_id);
+            let r = async {
+                let mut file =
+                    BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&path).await?);
+                file.write_all(&m).await?;
+                Ok::<_, std::io::Error>(file)
+            }
+            .await;
+            self.message = Some(match r {
+                Ok(file) => Spool::File { file, path },
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    Spool::Failed(format!("creating spool file {}: {e}", path.display()))
+                }
+            });
+        }
+    }
+
+    async fn discard_spool(&mut self) {
+        if let Some(Spool::File { path, .. }) = self.message.take() {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
     }
 
     fn rcpt(&mut self, to: Path) -> Decision {
@@ -257,7 +314,7 @@ impl Conn {
         let mut m = Vec::with_capacity(header.len() + 4096);
         m.extend_from_slice(header.as_bytes());
         self.content_start = m.len();
-        self.message = Some(m);
+        self.message = Some(Spool::Memory(m));
     }
 
     /// Adds Message-ID and Date to a submission that lacks them (RFC 6409 §8).
@@ -285,16 +342,22 @@ impl Conn {
     }
 
     async fn commit(&mut self, size: u64) -> Decision {
-        let Some(mut message) = self.message.take() else {
-            return Decision::Reject(Reply::fixed(
-                451,
-                4,
-                3,
-                0,
-                "Internal error: no message in progress",
-            ));
+        let body = match self.message.take() {
+            Some(Spool::Memory(mut m)) => {
+                self.complete_submission(&mut m);
+                Body::Memory(m)
+            }
+            Some(Spool::File { mut file, path }) => {
+                if let Err(e) = file.flush().await {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return self
+                        .queue_failure(&format!("writing spool file {}: {e}", path.display()));
+                }
+                Body::File(path)
+            }
+            Some(Spool::Failed(why)) => return self.queue_failure(&why),
+            None => return self.queue_failure("no message in progress"),
         };
-        self.complete_submission(&mut message);
         let envelope = Envelope {
             id: self.queue_id.clone(),
             received: SystemTime::now()
@@ -310,7 +373,7 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         self.ctx.queue.commit(
             envelope,
-            message,
+            body,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -334,28 +397,21 @@ impl Conn {
                 let _ = self.ctx.delivery.send(queued);
                 Decision::Accept(Some(reply))
             }
-            Ok(Err(e)) => {
-                tracing::error!(session = %self.id, queue_id = %self.queue_id, error = %e,
-                    check = "queue", "message not queued");
-                self.policy_refusal = true;
-                Decision::Reject(Reply::fixed(
-                    451,
-                    4,
-                    3,
-                    0,
-                    "Temporary queue failure; try again later",
-                ))
-            }
-            Err(_) => {
-                self.policy_refusal = true;
-                Decision::Reject(Reply::fixed(
-                    451,
-                    4,
-                    3,
-                    0,
-                    "Temporary queue failure; try again later",
-                ))
-            }
+            Ok(Err(e)) => self.queue_failure(&e.to_string()),
+            Err(_) => self.queue_failure("the queue stopped"),
         }
+    }
+
+    fn queue_failure(&mut self, why: &str) -> Decision {
+        tracing::error!(session = %self.id, client = %self.peer.ip(), queue_id = %self.queue_id,
+            error = %why, check = "queue", "message not queued");
+        self.policy_refusal = true;
+        Decision::Reject(Reply::fixed(
+            451,
+            4,
+            3,
+            0,
+            "Temporary queue failure; try again later",
+        ))
     }
 }

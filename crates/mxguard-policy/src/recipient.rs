@@ -116,7 +116,9 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
     #[test]
     fn table() {
         let cfg = Config::parse(CONFIG, std::path::Path::new("t.toml")).unwrap();
-        let cases: &[(&str, Result<(&str, Via), (u16, CheckId)>)] = &[
+        // Ok((mailbox, via)) or Err((reply code, check))
+        type Want = Result<(&'static str, Via), (u16, CheckId)>;
+        let cases: &[(&str, Want)] = &[
             ("<joe@example.test>", Ok(("joe@example.test", Via::Account))),
             ("<JOE@Example.Test>", Ok(("joe@example.test", Via::Account))),
             (

@@ -21,17 +21,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::content::Content;
 use crate::envelope::Envelope;
 
 pub(crate) const KIND_MESSAGE: u8 = b'M';
 pub(crate) const KIND_DELIVERED: u8 = b'D';
-const HEADER: usize = 9;
+pub(crate) const HEADER: usize = 9;
 
 /// Where a message record lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordLoc {
     pub segment: u64,
     pub offset: u64,
@@ -67,7 +68,7 @@ pub(crate) fn encode_delivered(loc: RecordLoc, out: &mut Vec<u8>) {
 pub(crate) struct Recovered {
     pub loc: RecordLoc,
     pub envelope: Envelope,
-    pub message: Vec<u8>,
+    pub content: Content,
 }
 
 /// What a scan of the queue directory found.
@@ -80,6 +81,11 @@ pub(crate) struct Scan {
     /// Problems worth a log line (torn tails, damaged envelopes).
     pub warnings: Vec<String>,
 }
+
+/// A message record seen by the scan: where it is, its envelope and the
+/// offset of the body within the payload (or why it did not parse), and
+/// the payload's length.
+type FoundMessage = (RecordLoc, Result<(Envelope, usize), String>, usize);
 
 /// Reads every segment in `dir`, truncating a torn tail.
 pub(crate) fn scan(dir: &Path) -> io::Result<Scan> {
@@ -100,7 +106,7 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scan> {
         next_seq: seqs.last().map_or(1, |s| s + 1),
         ..Scan::default()
     };
-    let mut messages: Vec<(RecordLoc, Vec<u8>)> = Vec::new();
+    let mut messages: Vec<FoundMessage> = Vec::new();
     let mut delivered: HashSet<RecordLoc> = HashSet::new();
     for &seq in &seqs {
         let path = segment_path(dir, seq);
@@ -125,7 +131,11 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scan> {
                 offset: pos as u64,
             };
             match kind {
-                KIND_MESSAGE => messages.push((loc, payload.to_vec())),
+                KIND_MESSAGE => messages.push((
+                    loc,
+                    Envelope::parse(payload).map_err(|e| e.to_string()),
+                    payload.len(),
+                )),
                 KIND_DELIVERED if payload.len() == 16 => {
                     let mut a = [0u8; 8];
                     let mut b = [0u8; 8];
@@ -151,19 +161,21 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scan> {
             f.sync_all()?;
         }
     }
-    for (loc, payload) in messages {
+    for (loc, parsed, payload_len) in messages {
         if delivered.contains(&loc) {
             continue;
         }
-        match Envelope::parse(&payload) {
-            Ok((envelope, off)) => {
+        match parsed {
+            Ok((envelope, body_off)) => {
                 *out.live.entry(loc.segment).or_insert(0) += 1;
-                let mut message = payload;
-                message.drain(..off);
                 out.pending.push(Recovered {
                     loc,
                     envelope,
-                    message,
+                    content: Content::Stored {
+                        path: segment_path(dir, loc.segment),
+                        offset: loc.offset + (HEADER + body_off) as u64,
+                        len: (payload_len - body_off) as u64,
+                    },
                 });
             }
             Err(e) => out.warnings.push(format!(
@@ -193,26 +205,69 @@ impl ActiveSegment {
         Ok(ActiveSegment { seq, file, len: 0 })
     }
 
-    /// Appends a batch; on failure the segment is cut back to where it was.
-    pub(crate) fn append(&mut self, buf: &[u8], durable: bool) -> io::Result<()> {
-        let res = self.file.write_all(buf).and_then(|()| {
-            if durable {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        match res {
-            Ok(()) => {
-                self.len += buf.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.file.set_len(self.len);
-                Err(e)
-            }
+    /// Appends bytes (not yet durable).
+    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Cuts the segment back after a failed batch.
+    pub(crate) fn truncate(&mut self, len: u64) {
+        if self.file.set_len(len).is_ok() {
+            self.len = len;
         }
     }
+}
+
+/// Appends a message record whose body is the file at `path`; returns the
+/// body's length. The file is read twice (CRC, then copy); it was written
+/// just before, so both reads come from the page cache.
+pub(crate) fn append_file_record(
+    seg: &mut ActiveSegment,
+    head: &[u8],
+    path: &Path,
+) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let total = head.len() as u64 + len;
+    let total32 = u32::try_from(total).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "message too large for one journal record",
+        )
+    })?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(head);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        crc.update(&chunk[..n]);
+    }
+    let mut header = Vec::with_capacity(HEADER + head.len());
+    header.push(KIND_MESSAGE);
+    header.extend_from_slice(&total32.to_le_bytes());
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    header.extend_from_slice(head);
+    seg.write(&header)?;
+    let mut file = File::open(path)?;
+    let copied = io::copy(&mut (&mut file).take(len), &mut seg.file)?;
+    seg.len += copied;
+    if copied != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "spool file changed while it was copied",
+        ));
+    }
+    Ok(len)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {

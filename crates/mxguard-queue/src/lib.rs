@@ -22,6 +22,7 @@
 //! are kept from forging lines. Journal files are re-read after a crash and
 //! parsed defensively.
 
+mod content;
 pub mod envelope;
 mod journal;
 
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use content::{Body, Content};
 pub use envelope::{Envelope, Recipient, Target};
 pub use journal::RecordLoc;
 
@@ -60,7 +62,7 @@ pub struct QueuedMessage {
     pub loc: RecordLoc,
     pub envelope: Envelope,
     /// The message as it is delivered (trace headers included).
-    pub message: Arc<Vec<u8>>,
+    pub content: Content,
 }
 
 type CommitReply = Box<dyn FnOnce(Result<QueuedMessage, QueueError>) + Send>;
@@ -68,7 +70,7 @@ type CommitReply = Box<dyn FnOnce(Result<QueuedMessage, QueueError>) + Send>;
 enum Job {
     Commit {
         envelope: Envelope,
-        message: Vec<u8>,
+        body: Body,
         reply: CommitReply,
     },
     Delivered(RecordLoc),
@@ -112,6 +114,11 @@ impl Queue {
             source,
         };
         fs::create_dir_all(dir).map_err(dir_err)?;
+        // Spool files of sessions that were cut off: their clients never
+        // got a 250, so they will send again.
+        let spool = dir.join("spool");
+        let _ = fs::remove_dir_all(&spool);
+        fs::create_dir_all(&spool).map_err(dir_err)?;
         let scan = journal::scan(dir).map_err(dir_err)?;
         let active = journal::ActiveSegment::create(dir, scan.next_seq).map_err(dir_err)?;
         let pending: Vec<QueuedMessage> = scan
@@ -120,7 +127,7 @@ impl Queue {
             .map(|r| QueuedMessage {
                 loc: r.loc,
                 envelope: r.envelope,
-                message: Arc::new(r.message),
+                content: r.content,
             })
             .collect();
         let mut live = scan.live;
@@ -153,12 +160,17 @@ impl Queue {
         &self.dir
     }
 
+    /// Where sessions spool large messages before committing them.
+    pub fn spool_path(&self, queue_id: &str) -> PathBuf {
+        self.dir.join("spool").join(queue_id)
+    }
+
     /// Queues a message; `reply` runs on the committer thread once the
     /// message is durable (or the write failed).
-    pub fn commit(&self, envelope: Envelope, message: Vec<u8>, reply: CommitReply) {
+    pub fn commit(&self, envelope: Envelope, body: Body, reply: CommitReply) {
         if let Err(mpsc::SendError(Job::Commit { reply, .. })) = self.tx.send(Job::Commit {
             envelope,
-            message,
+            body,
             reply,
         }) {
             reply(Err(QueueError::Closed));
@@ -212,29 +224,67 @@ impl Committer {
         if self.active.len > self.max_segment {
             self.rotate();
         }
+        let start = self.active.len;
         self.buf.clear();
         let mut stop = false;
         let mut commits = Vec::new();
         let mut delivered = Vec::new();
+        let mut failure: Option<io::Error> = None;
         for job in jobs {
             match job {
                 Job::Commit {
                     envelope,
-                    message,
+                    body,
                     reply,
                 } => {
-                    let offset = self.active.len + self.buf.len() as u64;
+                    if failure.is_some() {
+                        commits.push((RecordLoc::default(), envelope, None, reply, None));
+                        continue;
+                    }
                     let head = envelope.to_bytes();
-                    journal::encode_record(
-                        journal::KIND_MESSAGE,
-                        &[&head, &message],
-                        &mut self.buf,
-                    );
+                    let offset = self.active.len + self.buf.len() as u64;
                     let loc = RecordLoc {
                         segment: self.active.seq,
                         offset,
                     };
-                    commits.push((loc, envelope, message, reply));
+                    let body_at = offset + journal::HEADER as u64 + head.len() as u64;
+                    match body {
+                        Body::Memory(m) => {
+                            journal::encode_record(
+                                journal::KIND_MESSAGE,
+                                &[&head, &m],
+                                &mut self.buf,
+                            );
+                            commits.push((
+                                loc,
+                                envelope,
+                                Some(Content::Memory(Arc::new(m))),
+                                reply,
+                                None,
+                            ));
+                        }
+                        Body::File(path) => {
+                            // Large: flush what is buffered, then stream the file.
+                            let r = self.active.write(&self.buf).and_then(|()| {
+                                self.buf.clear();
+                                journal::append_file_record(&mut self.active, &head, &path)
+                            });
+                            match r {
+                                Ok(len) => {
+                                    let content = Content::Stored {
+                                        path: journal::segment_path(&self.dir, self.active.seq),
+                                        offset: body_at,
+                                        len,
+                                    };
+                                    commits.push((loc, envelope, Some(content), reply, Some(path)));
+                                }
+                                Err(e) => {
+                                    commits.push((loc, envelope, None, reply, Some(path)));
+                                    failure = Some(e);
+                                }
+                            }
+                        }
+                    }
                 }
                 Job::Delivered(loc) => {
                     journal::encode_delivered(loc, &mut self.buf);
@@ -243,19 +293,31 @@ impl Committer {
                 Job::Stop => stop = true,
             }
         }
-        if self.buf.is_empty() {
-            return stop;
+        if failure.is_none() {
+            let durable = !commits.is_empty();
+            if let Err(e) = self
+                .active
+                .write(&self.buf)
+                .and_then(|()| if durable { self.active.sync() } else { Ok(()) })
+            {
+                failure = Some(e);
+            }
         }
-        let result = self.active.append(&self.buf, !commits.is_empty());
-        match result {
-            Ok(()) => {
+        match failure {
+            None => {
                 *self.live.entry(self.active.seq).or_insert(0) += commits.len();
-                for (loc, envelope, message, reply) in commits {
-                    reply(Ok(QueuedMessage {
-                        loc,
-                        envelope,
-                        message: Arc::new(message),
-                    }));
+                for (loc, envelope, content, reply, spool) in commits {
+                    if let Some(p) = spool {
+                        let _ = fs::remove_file(p);
+                    }
+                    match content {
+                        Some(content) => reply(Ok(QueuedMessage {
+                            loc,
+                            envelope,
+                            content,
+                        })),
+                        None => reply(Err(QueueError::Closed)),
+                    }
                 }
                 for loc in delivered {
                     if let Some(n) = self.live.get_mut(&loc.segment) {
@@ -264,9 +326,13 @@ impl Committer {
                 }
                 self.collect_garbage();
             }
-            Err(e) => {
+            Some(e) => {
                 tracing::error!(error = %e, "queue journal write failed");
-                for (_, _, _, reply) in commits {
+                self.active.truncate(start);
+                for (_, _, _, reply, spool) in commits {
+                    if let Some(p) = spool {
+                        let _ = fs::remove_file(p);
+                    }
                     reply(Err(QueueError::Write(io::Error::new(
                         e.kind(),
                         e.to_string(),

@@ -21,14 +21,22 @@ fn commit(q: &Queue, id: &str, body: &[u8]) -> QueuedMessage {
     let (tx, rx) = channel();
     q.commit(
         env(id),
-        body.to_vec(),
+        Body::Memory(body.to_vec()),
         Box::new(move |r| tx.send(r).unwrap()),
     );
     rx.recv().unwrap().unwrap()
 }
 
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect()
+}
+
 fn segments(dir: &Path) -> usize {
-    fs::read_dir(dir).unwrap().count()
+    segment_files(dir).len()
 }
 
 #[test]
@@ -44,7 +52,10 @@ fn committed_messages_survive_a_restart_until_delivered() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].envelope.id, "B");
-    assert_eq!(pending[0].message.as_slice(), b"Subject: b\r\n\r\nB\r\n");
+    assert_eq!(
+        pending[0].content.to_vec().unwrap(),
+        b"Subject: b\r\n\r\nB\r\n"
+    );
     q.delivered(pending[0].loc);
     q.shutdown();
     let (q, pending, _) = Queue::open(dir.path()).unwrap();
@@ -61,9 +72,8 @@ fn torn_tail_is_cut_and_earlier_messages_kept() {
     commit(&q, "A", b"one\r\n");
     commit(&q, "B", b"two\r\n");
     q.shutdown();
-    let seg = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let seg = segment_files(dir.path())
+        .into_iter()
         .max_by_key(|p| fs::metadata(p).unwrap().len())
         .unwrap();
     let len = fs::metadata(&seg).unwrap().len();
@@ -95,7 +105,7 @@ fn concurrent_commits_share_flushes_and_all_answer() {
         let tx = tx.clone();
         q.commit(
             env(&format!("M{i}")),
-            format!("body {i}\r\n").into_bytes(),
+            Body::Memory(format!("body {i}\r\n").into_bytes()),
             Box::new(move |r| tx.send(r.map(|m| m.envelope.id)).unwrap()),
         );
     }
@@ -140,4 +150,54 @@ fn ids_are_unique_and_ordered() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 1000);
+}
+
+#[test]
+fn spooled_bodies_are_copied_into_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _, _) = Queue::open(dir.path()).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| b"abcdefghij\r\n"[(i % 12) as usize])
+        .collect();
+    let spool = q.spool_path("BIG");
+    fs::write(&spool, &big).unwrap();
+    let (tx, rx) = channel();
+    q.commit(
+        env("BIG"),
+        Body::File(spool.clone()),
+        Box::new(move |r| tx.send(r).unwrap()),
+    );
+    let small = commit(&q, "SMALL", b"small\r\n");
+    let m = rx.recv().unwrap().unwrap();
+    assert!(!spool.exists(), "spool file removed after commit");
+    assert!(matches!(m.content, Content::Stored { .. }));
+    assert_eq!(m.content.len(), big.len() as u64);
+    assert_eq!(m.content.to_vec().unwrap(), big);
+    assert_eq!(small.content.to_vec().unwrap(), b"small\r\n");
+    q.shutdown();
+    let (q, pending, warnings) = Queue::open(dir.path()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(pending.len(), 2);
+    let big_back = pending.iter().find(|p| p.envelope.id == "BIG").unwrap();
+    assert_eq!(big_back.content.to_vec().unwrap(), big);
+    q.shutdown();
+}
+
+#[test]
+fn a_missing_spool_file_fails_that_commit_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _, _) = Queue::open(dir.path()).unwrap();
+    let (tx, rx) = channel();
+    q.commit(
+        env("GONE"),
+        Body::File(q.spool_path("nope")),
+        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+    );
+    assert!(!rx.recv().unwrap());
+    let ok = commit(&q, "OK", b"fine\r\n");
+    q.shutdown();
+    let (q, pending, _) = Queue::open(dir.path()).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].loc, ok.loc);
+    q.shutdown();
 }
