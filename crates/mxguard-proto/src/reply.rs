@@ -222,7 +222,9 @@ mod tests {
 
     #[test]
     fn parses_admin_replies() {
-        let cases: &[(&str, Option<(u16, Option<&str>, &str)>)] = &[
+        // Some((code, enhanced code, text)) or None for a parse error
+        type Want = Option<(u16, Option<&'static str>, &'static str)>;
+        let cases: &[(&str, Want)] = &[
             (
                 "554 5.7.1 Access denied",
                 Some((554, Some("5.7.1"), "Access denied")),
