@@ -9,6 +9,7 @@ Subcommands
   wait-gone  wait for snapshotted processes to exit, SIGKILL them after a timeout
   summarize  turn the raw CSV into the markdown table of medians
   free-port  print a free TCP port on 127.0.0.1
+  quiet      wait until the machine's CPU is (nearly) idle
 
 What `run` measures (see bench/README.md):
   accepted  - wall time from starting the load generator until it exits
@@ -27,6 +28,7 @@ import csv
 import json
 import os
 import random
+import signal
 import socket
 import statistics
 import struct
@@ -41,7 +43,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------- /proc access
 
 def read_stat(pid):
-    """Return (ppid, comm, cpu_ticks) from /proc/PID/stat or None if gone."""
+    """Return (ppid, comm, cpu_ticks, sys_ticks) from /proc/PID/stat, or None
+    if gone; cpu_ticks = utime+stime+cutime+cstime, sys_ticks = stime+cstime."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode("ascii", "replace")
@@ -54,7 +57,7 @@ def read_stat(pid):
     # rest[0] is field 3 (state); field n of proc(5) is rest[n - 3]
     ppid = int(rest[1])
     utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
-    return ppid, comm, utime + stime + cutime + cstime
+    return ppid, comm, utime + stime + cutime + cstime, stime + cstime
 
 
 def all_procs():
@@ -73,7 +76,7 @@ def tree(root, procs=None):
     if procs is None:
         procs = all_procs()
     children = {}
-    for pid, (ppid, _, _) in procs.items():
+    for pid, (ppid, *_) in procs.items():
         children.setdefault(ppid, []).append(pid)
     if root not in procs:
         return []
@@ -86,23 +89,34 @@ def tree(root, procs=None):
 
 
 def tree_cpu(root):
-    """(total ticks, {comm: ticks}, npids) of the tree. Retried until the set
+    """(total ticks, {comm: ticks}, sys ticks) of the tree. Retried until the set
     of pids is the same before and after reading them, so that a child reaped
     in between is neither lost nor counted twice (live and in cutime)."""
     for _ in range(50):
         pids = sorted(tree(root))
-        by_comm, total, gone = {}, 0, False
+        by_comm, total, sys_total, gone = {}, 0, 0, False
         for pid in pids:
             st = read_stat(pid)
             if st is None:
                 gone = True
                 break
             total += st[2]
+            sys_total += st[3]
             by_comm[st[1]] = by_comm.get(st[1], 0) + st[2]
         if not gone and pids and sorted(tree(root)) == pids:
-            return total, by_comm, len(pids)
+            return total, by_comm, sys_total
         time.sleep(0.01)
     raise RuntimeError(f"could not read a stable CPU figure of process tree {root}")
+
+
+def machine_cpu():
+    """(busy, steal, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]                   # idle + iowait
+    steal = v[7] if len(v) > 7 else 0
+    total = sum(v[:8])
+    return total - idle - steal, steal, total
 
 
 def smaps_rollup(pid):
@@ -301,17 +315,26 @@ def cmd_run(a):
     if count_files(a.maildir) != 0:
         sys.exit(f"procstats run: {a.maildir} is not empty before the run")
 
-    cpu0, comm0, _ = tree_cpu(a.root_pid)
+    cpu0, comm0, sys0 = tree_cpu(a.root_pid)
     sampler = MemSampler(a.root_pid, a.mem_interval, a.mem_budget)
     sampler.sample()
     sampler.start()
 
     client_before = os.times()
+    mach0 = machine_cpu()
     self_before = time.process_time()
     log = open(a.client_log, "ab") if a.client_log else subprocess.DEVNULL
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     exited = {}
+
+    def on_signal(signum, _frame):      # interrupted: take the client with us
+        if proc.poll() is None:
+            proc.kill()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     def waiter():
         rc = proc.wait()
@@ -362,8 +385,9 @@ def cmd_run(a):
 
     counter.close()
     sampler.stop()
-    cpu1, comm1, nprocs = tree_cpu(a.root_pid) if read_stat(a.root_pid) else (cpu0, comm0, 0)
+    cpu1, comm1, sys1 = tree_cpu(a.root_pid) if read_stat(a.root_pid) else (cpu0, comm0, sys0)
     client_after = os.times()
+    mach1 = machine_cpu()
     self_cpu = time.process_time() - self_before
     if log is not subprocess.DEVNULL:
         log.close()
@@ -397,6 +421,7 @@ def cmd_run(a):
         "accepted_mps": round(n / acc_s, 1) if acc_s else None,
         "delivered_mps": round(n / del_s, 1) if del_s else None,
         "server_cpu_ms_per_msg": round(cpu_ms / n, 3),
+        "server_sys_ms_per_msg": round((sys1 - sys0) * 1000.0 / CLK_TCK / n, 3),
         "client_cpu_ms_per_msg": round(client_cpu * 1000.0 / n, 3),
         "peak_pss_mib": round(sampler.peak_pss / 1024.0, 1),
         "peak_rss_mib": round(sampler.peak_rss / 1024.0, 1),
@@ -404,6 +429,14 @@ def cmd_run(a):
         "mem_samples": sampler.samples,
         "mem_max_gap_s": round(sampler.max_gap, 3),
         "queue_left": queue_left,
+        # whole machine during the run, % of all CPUs: busy (user+sys+irq...) and stolen by the host
+        "machine_busy_pct": round(100.0 * (mach1[0] - mach0[0]) / max(1, mach1[2] - mach0[2]), 1),
+        "machine_steal_pct": round(100.0 * (mach1[1] - mach0[1]) / max(1, mach1[2] - mach0[2]), 1),
+        # busy CPU not accounted to the server, the client or this monitor:
+        # other work on the machine (e.g. a build) plus kernel threads
+        # (writeback, journal, softirq) working for us. A high value = noisy run.
+        "other_cpu_pct": round(100.0 * ((mach1[0] - mach0[0]) / CLK_TCK - cpu_ms / 1000.0 - client_cpu - self_cpu)
+                               / max(1e-9, (mach1[2] - mach0[2]) / CLK_TCK), 1),
         # CPU this measuring process used (polling + memory sampling)
         "monitor_cpu_ms_per_msg": round(self_cpu * 1000.0 / n, 3),
         # CPU ms/msg by process name, counting each process's own and reaped
@@ -431,6 +464,21 @@ def cmd_run(a):
           f"{sampler.peak_procs} procs, {final_count}/{n} delivered",
           file=sys.stderr)
     return 0 if status == "ok" else 1
+
+
+def cmd_quiet(a):
+    """Wait (up to --wait s) until the machine's CPU is below --max-busy %
+    over a 1 s window; print the last busy %. Exit 1 if it never got quiet."""
+    deadline = time.monotonic() + a.wait
+    while True:
+        m0 = machine_cpu()
+        time.sleep(1.0)
+        m1 = machine_cpu()
+        busy = 100.0 * (m1[0] - m0[0]) / max(1, m1[2] - m0[2])
+        if busy <= a.max_busy or time.monotonic() >= deadline:
+            break
+    print(f"{busy:.0f}")
+    return 0 if busy <= a.max_busy else 1
 
 
 def cmd_tree(a):
@@ -513,7 +561,11 @@ def median(xs):
 
 
 def fmt(x, digits=1):
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    if x is None:
+        return "n/a"
+    if round(x, digits) == 0:
+        x = 0.0                      # no "-0"
+    return f"{x:.{digits}f}"
 
 
 def ratio(a, b):
@@ -538,24 +590,28 @@ def cmd_summarize(a):
                            for k, _ in fields}
             med[(c, s)]["n"] = len(sel)
             med[(c, s)]["client"] = median([float(r["client_cpu_ms_per_msg"]) for r in sel])
+            med[(c, s)]["other"] = median([float(r["other_cpu_pct"]) for r in sel if r.get("other_cpu_pct")])
     out = []
     out.append(f"Medians of successful runs; {a.title}" if a.title else "Medians of successful runs")
     out.append("")
-    out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | peak PSS MiB | peak RSS MiB | client CPU ms/msg |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | peak PSS MiB | peak RSS MiB | client CPU ms/msg | other CPU % |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in concs:
         for s in servers:
             m = med[(c, s)]
             out.append(f"| {c} | {s} | {m['n']} | " + " | ".join(fmt(m[k], d) for k, d in fields)
-                       + f" | {fmt(m['client'], 2)} |")
+                       + f" | {fmt(m['client'], 2)} | {fmt(m['other'], 0)} |")
         if len(servers) == 2:
             mx, pf = med[(c, "mxguard")], med[(c, "postfix")]
             out.append(f"| {c} | **mxguard/Postfix** | | "
                        + " | ".join(fmt(ratio(mx[k], pf[k]), 2) + "x" if ratio(mx[k], pf[k]) is not None else "n/a"
-                                    for k, _ in fields) + " | |")
+                                    for k, _ in fields) + " | | |")
     if len(servers) == 2:
         out.append("")
         out.append("Ratios: throughput above 1x means mxguard is faster; CPU and memory below 1x mean mxguard uses less.")
+    out.append("")
+    out.append("other CPU %: machine CPU busy during the run not accounted to the server, the client or the monitor "
+               "(kernel threads working for the run, plus any other work on the machine); if it is high, the run was noisy.")
     print("\n".join(out))
 
 
@@ -584,6 +640,11 @@ def main():
     t = sub.add_parser("tree")
     t.add_argument("root_pid", type=int)
     t.set_defaults(func=cmd_tree)
+
+    qu = sub.add_parser("quiet")
+    qu.add_argument("--max-busy", type=float, default=15)
+    qu.add_argument("--wait", type=float, default=30)
+    qu.set_defaults(func=cmd_quiet)
 
     sn = sub.add_parser("snapshot")
     sn.add_argument("root_pid", type=int)

@@ -18,6 +18,10 @@
 #   BENCH_MEM_BUDGET=0.03   CPU share (of one core) the PSS/RSS sampler may use; its
 #                           100 ms interval stretches to stay within it (0: strict
 #                           100 ms). See procstats.py MemSampler for why.
+#   BENCH_QUIET_WAIT=60     before each run wait up to this many seconds for the machine
+#   BENCH_QUIET_MAX=15      to be below this % CPU busy (other work, e.g. a cargo build,
+#                           skews everything); 0 s: do not check. The busy % seen
+#                           is recorded (busy_before_pct) and a warning printed.
 #   BENCH_KEEP_GOING=0      1: record a failed run and carry on instead of stopping
 #   BENCH_KEEP=0            1: keep the temp dir /tmp/mxbench-* (kept anyway on failure)
 #   BENCH_FILTERS=0         see "Filters switch" below
@@ -37,6 +41,8 @@ BENCH_ONLY=${BENCH_ONLY:-both}
 BENCH_WARMUP=${BENCH_WARMUP:-200}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((60 + BENCH_MESSAGES / 20))}
 BENCH_MEM_BUDGET=${BENCH_MEM_BUDGET:-0.03}
+BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
+BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-15}
 BENCH_KEEP_GOING=${BENCH_KEEP_GOING:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 # ---------------------------------------------------------------------------
@@ -47,10 +53,16 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 # both sides, so they are OFF (0). To turn them on later (1), both halves
 # must be completed together:
 #   - Postfix: the main.cf lines are written below (pf_write_config); what is
-#     missing is the DNS side: a test DNS server for dnsbl.test plus dnsmasq on
-#     a free 127.x.y.z:53 (Postfix's resolver only speaks to port 53, and
-#     something not ours may already hold 127.0.0.1:53 here), and with chroot
-#     off (as here) a resolver config the private instance uses.
+#     missing is the DNS side. Postfix's resolver only speaks to port 53 and
+#     reads /etc/resolv.conf, which we must not edit, and something not ours
+#     may already hold 127.0.0.1:53 here. So: a test DNS server for the
+#     dnsbl.test zone on a free 127.x.y.z:53 (or dnsmasq there forwarding
+#     only dnsbl.test to it, `no-resolv`), and smtpd run chrooted (chroot "y"
+#     in pf_write_master) with $PF_QUEUE/etc/resolv.conf naming that address
+#     and /etc/hosts, services, nsswitch.conf copied into $PF_QUEUE/etc.
+#     NB: the rules this script was written under forbid using port 53 at
+#     all (also 25 and 5353); the Postfix DNSBL side needs that lifted for a
+#     127.x.y.z:53 address, or it cannot be measured this way.
 #   - mxguard: the matching blacklist/DNSBL settings in mx_write_config.
 # ---------------------------------------------------------------------------
 BENCH_FILTERS=${BENCH_FILTERS:-0}
@@ -67,6 +79,8 @@ FAILED=0
 WORK=""
 PF_MASTER=""
 MX_PID=""
+RUN_PID=""
+PF_MASTER_USED=""
 
 case $BENCH_ONLY in both|postfix|mxguard) ;; *) die "BENCH_ONLY must be both, postfix or mxguard";; esac
 [[ $EUID -eq 0 ]] || die "run as root (the private Postfix instance needs it)"
@@ -99,13 +113,17 @@ stop_mxguard() {
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM HUP
     set +e
+    if [[ -n $RUN_PID ]]; then
+        kill -TERM "$RUN_PID" 2>/dev/null
+        wait "$RUN_PID" 2>/dev/null
+    fi
     stop_mxguard
     stop_postfix
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ $rc -ne 0 || $FAILED -ne 0 || $BENCH_KEEP == 1 ]]; then
-            log "kept $WORK for inspection (logs: $WORK/*.log, $WORK/postfix/maillog)"
+            log "kept $WORK for inspection (logs: $WORK/*.log${PF_MASTER_USED:+, $WORK/postfix/maillog})"
         else
             rm -rf "$WORK"
         fi
@@ -115,13 +133,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # --------------------------------------------------------------- prerequisites
 
 if ! command -v smtp-source >/dev/null; then
     log "smtp-source missing: installing postfix (debconf: No configuration)"
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive apt-get install -y postfix >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 install -y postfix >&2 ||
+        { apt-get -o DPkg::Lock::Timeout=600 update >&2 && apt-get -o DPkg::Lock::Timeout=600 install -y postfix >&2; } ||
+        die "could not install postfix"
 fi
 command -v smtp-source >/dev/null || die "smtp-source still missing after installing postfix"
 if want postfix; then
@@ -150,6 +172,14 @@ JSONL=$BENCH/results/smtp-bench-$STAMP.jsonl
 SUMMARY=$BENCH/results/smtp-bench-$STAMP.md
 CLIENT_LOG=$WORK/smtp-source.log
 log "work dir $WORK; raw results $CSV"
+if want mxguard; then
+    # A private copy: a `cargo build` by someone else during the benchmark
+    # must not swap the binary between runs.
+    mkdir -p "$WORK/bin"
+    cp "$BIN" "$WORK/bin/mxguard"
+    BIN_ORIG=$BIN
+    BIN=$WORK/bin/mxguard
+fi
 
 free_port() { procstats free-port; }
 
@@ -275,6 +305,7 @@ pf_start() {
         sleep 0.1
     done
     PF_MASTER=$(tr -d ' \n' <"$PF_QUEUE/pid/master.pid" 2>/dev/null || true)
+    PF_MASTER_USED=1
     [[ -n $PF_MASTER ]] || { tail -20 "$PF_LOG" >&2; die "Postfix master did not write its pid file"; }
     wait_port "$PF_PORT" "$PF_MASTER" Postfix || { tail -30 "$PF_LOG" >&2; die "Postfix did not start"; }
 }
@@ -332,8 +363,13 @@ mx_start() {
 
 # run_one SERVER CONC MESSAGES REPEAT(or "warmup")
 run_one() {
-    local server=$1 conc=$2 n=$3 rep=$4 root port maildir srvlog
+    local server=$1 conc=$2 n=$3 rep=$4 root port maildir srvlog busy=""
     local -a extra=()
+    if [[ $BENCH_QUIET_WAIT != 0 ]]; then
+        if ! busy=$(procstats quiet --max-busy "$BENCH_QUIET_MAX" --wait "$BENCH_QUIET_WAIT"); then
+            log "warning: the machine is busy with other work (${busy}% CPU over 1 s after waiting ${BENCH_QUIET_WAIT}s); this run will be noisy"
+        fi
+    fi
     if [[ $server == postfix ]]; then
         pf_start
         root=$PF_MASTER port=$PF_PORT maildir=$PF_MAIL/example.test/u1/new srvlog=$PF_LOG
@@ -348,12 +384,19 @@ run_one() {
     else
         extra+=(--csv "$CSV" --label "server=$server" --label "conc=$conc" --label "repeat=$rep")
     fi
+    [[ -z $busy ]] || extra+=(--label "busy_before_pct=$busy")
     echo "=== $server conc=$conc repeat=$rep" >>"$CLIENT_LOG"
     local rc=0
-    procstats run --root-pid "$root" --maildir "$maildir" --messages "$n" \
+    # In the background + wait, so that a signal to this script is handled at
+    # once (the trap stops the measurement, its client and the servers).
+    # (python3 directly, not the procstats function: $! must be python itself)
+    python3 "$BENCH/procstats.py" run --root-pid "$root" --maildir "$maildir" --messages "$n" \
         --timeout "$BENCH_TIMEOUT" --mem-budget "$BENCH_MEM_BUDGET" --client-log "$CLIENT_LOG" "${extra[@]}" -- \
         smtp-source -s "$conc" -l "$BENCH_SIZE" -m "$n" -f "$SENDER" -t "$RCPT" "127.0.0.1:$port" \
-        >>"$JSONL" || rc=$?
+        >>"$JSONL" &
+    RUN_PID=$!
+    wait "$RUN_PID" || rc=$?
+    RUN_PID=""
     if [[ $rc -ne 0 ]]; then
         log "$server conc=$conc repeat=$rep FAILED: $(tail -1 "$JSONL")"
         log "last lines of the client log ($CLIENT_LOG):"
@@ -378,7 +421,12 @@ want mxguard && SERVERS+=(mxguard)
     echo "# smtp-bench $STAMP"
     echo
     echo "- host: $(hostname), $(nproc) CPUs, kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
-    echo "- Postfix: $(postconf -h mail_version 2>/dev/null || echo '?'); mxguard: ${BIN:-not run} ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no commit'))"
+    mx_desc="not run"
+    if [[ -n ${BIN_ORIG:-} ]]; then
+        mx_desc="$BIN_ORIG, built $(date -r "$BIN_ORIG" '+%F %T'); repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
+        mx_desc+=" with $(git -C "$REPO" status --porcelain 2>/dev/null | grep -vc ' bench/' || true) uncommitted changes outside bench/"
+    fi
+    echo "- Postfix: $(postconf -h mail_version 2>/dev/null || echo '?'); mxguard: $mx_desc"
     echo "- work: smtp-source -s CONC -l $BENCH_SIZE -m $BENCH_MESSAGES -f $SENDER -t $RCPT, CONC in ($BENCH_CONC), $BENCH_REPEATS repeats, interleaved, fresh server each run"
     echo "- filters (IP list + DNSBL): $([[ $BENCH_FILTERS == 1 ]] && echo on || echo off)"
     echo
