@@ -349,7 +349,8 @@ mx_start() {
     MX_PORT=$(free_port)
     mx_write_config
     echo "=== $(date '+%F %T') start on port $MX_PORT" >>"$MX_LOG"
-    RUST_LOG=warn "$BIN" serve --config "$MX_CONF" >>"$MX_LOG" 2>&1 &
+    # Logging on, as Postfix logs every message too (MXGUARD_LOG=warn to compare without).
+    RUST_LOG="${MXGUARD_LOG:-info}" "$BIN" serve --config "$MX_CONF" >>"$MX_LOG" 2>&1 &
     MX_PID=$!
     if ! wait_port "$MX_PORT" "$MX_PID" mxguard; then
         log "mxguard failed to start; its log ($MX_LOG):"
