@@ -12,7 +12,10 @@
 //!   catchall points at an existing account, an account is in a local domain,
 //!   no address is used twice), and indexes built for the lookups the SMTP
 //!   session does on every recipient ([`Config::account_for`],
-//!   [`Config::is_local_domain`], [`Config::catchall_for`]).
+//!   [`Config::is_local_domain`], [`Config::catchall_for`],
+//!   [`Config::is_relay_to_domain`], [`Config::is_relay_client`],
+//!   [`Config::route_for`]). IP lists ([`IpList`]) are merged, sorted ranges
+//!   searched by bisection, whatever their size.
 //!
 //! Any key this version does not implement is an error, never silently
 //! ignored: an administrator must not believe a check is active when it is
@@ -31,16 +34,18 @@
 //! later on (a banner with a line break would let the file inject SMTP
 //! replies; a zero timeout would make every session fail).
 
+mod iplist;
 mod locate;
 mod raw;
 mod resolved;
 mod units;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use iplist::{IpList, IpRange};
 pub use units::{format_duration, parse_duration, parse_size};
 
 /// An error found while reading the configuration.
@@ -71,6 +76,29 @@ pub enum ConfigError {
         /// What is wrong and what was expected.
         message: String,
     },
+    /// A line of an IP list file (`relay.clients_file`) is not an address,
+    /// a CIDR block or a range: `clients.txt:12: "10.0.0.300": expected an
+    /// address, CIDR or range`.
+    #[error("{}", list_message(.path, *.line, .entry, .message))]
+    List {
+        /// The IP list file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The entry as written, comment and spaces removed (empty when the
+        /// line could not be read at all).
+        entry: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+fn list_message(path: &Path, line: usize, entry: &str, message: &str) -> String {
+    if entry.is_empty() {
+        format!("{}:{line}: {message}", path.display())
+    } else {
+        format!("{}:{line}: {entry:?}: {message}", path.display())
+    }
 }
 
 /// The whole configuration, validated.
@@ -92,10 +120,16 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[smtp]`: protocol settings.
     pub smtp: SmtpConfig,
+    /// `[relay]`: who may relay, and where relayed mail goes.
+    pub relay: RelayConfig,
+    /// `[queue]`: how long and how often delivery is retried.
+    pub queue: QueueConfig,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
     local_set: HashSet<String>,
+    /// Lowercased `domains.relay_to`.
+    relay_to_set: HashSet<String>,
     /// Lints found while resolving, already formatted with their location.
     warnings: Vec<String>,
 }
@@ -170,6 +204,110 @@ pub struct DomainsConfig {
     /// `disable_catchalls`: when true, `catchall` is ignored (a switch to
     /// turn all of them off at once). Default false.
     pub disable_catchalls: bool,
+    /// `relay_to`: domains whose mail is accepted from anyone and relayed
+    /// on (this server is their backup MX), lowercased, in file order; none
+    /// of them is in `local`. Default: none.
+    pub relay_to: Vec<String>,
+}
+
+/// `[relay]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// `clients` and the entries of `clients_file`, merged: the "Client IP
+    /// Addresses", which may relay to any domain. Default: empty.
+    pub clients: IpList,
+    /// `clients_file`, resolved against the configuration file's directory,
+    /// when set.
+    pub clients_file: Option<PathBuf>,
+    /// `smarthost`: where all relayed mail goes (unless a route says
+    /// otherwise). `None` (the default, or `""`): delivery by MX lookup.
+    pub smarthost: Option<NextHop>,
+    /// `routes`: lowercased domain -> its next hop; wins over `smarthost`.
+    pub routes: BTreeMap<String, NextHop>,
+    /// `mx_port`: the port of the MX hosts, and of the smarthost and routes
+    /// written without a port. Default 25.
+    pub mx_port: u16,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            clients: IpList::default(),
+            clients_file: None,
+            smarthost: None,
+            routes: BTreeMap::new(),
+            mx_port: 25,
+        }
+    }
+}
+
+/// Where mail goes next: `relay.smarthost` or a `relay.routes` entry. The
+/// host is connected to directly (its address records, not its MX records).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    /// A host name (lowercased) or an IP literal, without brackets.
+    pub host: String,
+    /// The port: as written, or `relay.mx_port` when none is.
+    pub port: u16,
+}
+
+impl NextHop {
+    /// The IP address when `host` is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip() {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// `[queue]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// `retry`: the waits between delivery attempts, in order; after the
+    /// last one, the last wait repeats. Never empty, each greater than 0.
+    /// Default `["5m", "15m", "30m", "1h", "2h", "4h"]`.
+    pub retry: Vec<Duration>,
+    /// `max_age`: a recipient still failing after this long is bounced.
+    /// Default `"5d"`.
+    pub max_age: Duration,
+    /// `delay_warning`: after this long a delay notice is sent to the
+    /// sender, once. `None` (`"0s"`) sends none. Default `"4h"`.
+    pub delay_warning: Option<Duration>,
+}
+
+impl QueueConfig {
+    /// The wait after the `attempt`-th failed attempt (counted from 1):
+    /// `retry[attempt - 1]`, or the last value of `retry` past its end.
+    pub fn retry_after(&self, attempt: usize) -> Duration {
+        let i = attempt
+            .saturating_sub(1)
+            .min(self.retry.len().saturating_sub(1));
+        self.retry
+            .get(i)
+            .copied()
+            .unwrap_or(Duration::from_secs(300))
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry: [5 * 60, 15 * 60, 30 * 60, 3600, 2 * 3600, 4 * 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_age: Duration::from_secs(5 * 86_400),
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+        }
+    }
 }
 
 /// One `[[account]]`.
@@ -327,6 +465,27 @@ impl Config {
             .catchall
             .get(&domain.to_lowercase())
             .map(String::as_str)
+    }
+
+    /// Whether `domain` is one of `domains.relay_to` (case-insensitive; a
+    /// trailing dot is ignored): mail to it is accepted from anyone and
+    /// relayed on.
+    pub fn is_relay_to_domain(&self, domain: &str) -> bool {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        self.relay_to_set.contains(&domain.to_lowercase())
+    }
+
+    /// The next hop of `relay.routes` for `domain` (case-insensitive; a
+    /// trailing dot is ignored; no match on parent domains).
+    pub fn route_for(&self, domain: &str) -> Option<&NextHop> {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        self.relay.routes.get(&domain.to_lowercase())
+    }
+
+    /// Whether a client at `ip` is in `relay.clients` (or
+    /// `relay.clients_file`), and so may relay to any domain.
+    pub fn is_relay_client(&self, ip: IpAddr) -> bool {
+        self.relay.clients.contains(ip)
     }
 
     /// Things that are valid but probably not what the administrator wants,

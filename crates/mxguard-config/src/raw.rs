@@ -27,6 +27,8 @@ pub(crate) struct RawConfig {
     pub accounts: Option<Spanned<Vec<Spanned<RawAccount>>>>,
     pub dns: Option<Spanned<RawDns>>,
     pub smtp: Option<Spanned<RawSmtp>>,
+    pub relay: Option<Spanned<RawRelay>>,
+    pub queue: Option<Spanned<RawQueue>>,
 }
 
 /// `[server]`
@@ -56,6 +58,7 @@ pub(crate) struct RawDomains {
     pub local: Option<Spanned<Vec<Spanned<String>>>>,
     pub catchall: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     pub disable_catchalls: Option<Spanned<bool>>,
+    pub relay_to: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[account]]`.
@@ -92,6 +95,27 @@ pub(crate) struct RawTimeouts {
     pub data: Option<Spanned<toml::Value>>,
 }
 
+/// `[relay]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRelay {
+    pub clients: Option<Spanned<Vec<Spanned<String>>>>,
+    pub clients_file: Option<Spanned<String>>,
+    pub smarthost: Option<Spanned<String>>,
+    pub routes: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    /// Kept as a TOML value so that a string or a float gets a helpful error.
+    pub mx_port: Option<Spanned<toml::Value>>,
+}
+
+/// `[queue]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    pub retry: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pub max_age: Option<Spanned<toml::Value>>,
+    pub delay_warning: Option<Spanned<toml::Value>>,
+}
+
 /// Keys that the specification of mxguard defines but this version does not
 /// implement, by table path (`""` is the top level, arrays of tables are
 /// named without index). An unknown key found here gets a more precise
@@ -101,7 +125,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
         "",
         &[
             "tls",
-            "relay",
             "access",
             "dnsbl",
             "sender",
@@ -118,9 +141,16 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("server", &["admin_password"]),
+    ("domains", &["domain_literals", "literal_addresses"]),
     (
-        "domains",
-        &["relay_to", "domain_literals", "literal_addresses"],
+        "relay",
+        &[
+            "relay_for_clients_only",
+            "clients_only",
+            "forward_from",
+            "pop_before_smtp",
+            "pop_before_smtp_max",
+        ],
     ),
     ("account", &["password", "relay", "mobile"]),
     ("smtp", &["etrn"]),

@@ -2,7 +2,7 @@
 //! conversions, cross-checks, indexes and warnings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,12 +10,13 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeTable;
 
+use crate::iplist::{self, IpRange};
 use crate::locate::{self, Segment};
 use crate::raw::{self, RawConfig};
 use crate::units::{parse_duration, parse_size};
 use crate::{
-    Account, Config, ConfigError, DnsConfig, DomainsConfig, ExpnMode, ListenerConfig, Role,
-    ServerConfig, SmtpConfig, VrfyMode,
+    Account, Config, ConfigError, DnsConfig, DomainsConfig, ExpnMode, IpList, ListenerConfig,
+    NextHop, QueueConfig, RelayConfig, Role, ServerConfig, SmtpConfig, VrfyMode,
 };
 
 const DEFAULT_DATA_DIR: &str = "./data";
@@ -27,6 +28,11 @@ const MIN_USEFUL_MESSAGE_SIZE: u64 = 64 * 1024;
 const MAX_BANNER_LEN: usize = 400;
 const SUPPORTED_ROLES: &str = "mx, submission";
 const FUTURE_ROLES: &[&str] = &["submissions", "pop3", "pop3s", "admin"];
+/// A relay client range with more addresses than a `/8` (IPv4) is linted.
+const WIDE_V4: u128 = 1 << 24;
+/// A relay client range with more addresses than a `/32` (IPv6) is linted.
+const WIDE_V6: u128 = 1 << 96;
+const NEXT_HOP_FORMS: &str = "a host like \"mail.example.test\", \"mail.example.test:587\", \"[192.0.2.1]\", \"192.0.2.1:25\" or \"[2001:db8::1]:25\"";
 
 /// Parses and resolves `text`, the content of `path`.
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -109,14 +115,19 @@ impl Cx<'_> {
         let (local, local_spans, disable_catchalls) = self.local_domains(raw.domains.as_ref())?;
         let (accounts, account_index, address_spans) = self.accounts(raw.accounts, &local)?;
         let catchall = self.catchalls(raw.domains.as_ref(), &local, &address_spans)?;
+        let relay_to = self.relay_to(raw.domains.as_ref(), &local)?;
         let dns = self.dns(raw.dns)?;
         let smtp = self.smtp(raw.smtp, &mut warnings)?;
+        let relay = self.relay(raw.relay, &local, &server, &listeners, &mut warnings)?;
+        let queue = self.queue(raw.queue, &mut warnings)?;
 
         let local_set: HashSet<String> = local.iter().cloned().collect();
+        let relay_to_set: HashSet<String> = relay_to.iter().cloned().collect();
         let domains = DomainsConfig {
             local,
             catchall,
             disable_catchalls,
+            relay_to,
         };
 
         // Lints that need several sections.
@@ -169,10 +180,254 @@ impl Cx<'_> {
             accounts,
             dns,
             smtp,
+            relay,
+            queue,
             account_index,
             local_set,
+            relay_to_set,
             warnings,
         })
+    }
+
+    /// `domains.relay_to`, lowercased; none of them local.
+    fn relay_to(
+        &self,
+        raw: Option<&Spanned<raw::RawDomains>>,
+        local: &[String],
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        let Some(list) = raw.and_then(|r| r.get_ref().relay_to.as_ref()) else {
+            return Ok(out);
+        };
+        for (i, domain) in list.get_ref().iter().enumerate() {
+            let key = format!("domains.relay_to[{i}]");
+            check_domain(domain.get_ref()).map_err(|m| self.error(domain.span(), &key, m))?;
+            let lower = domain.get_ref().to_lowercase();
+            if let Some(j) = out.iter().position(|d| *d == lower) {
+                return Err(self.error(
+                    domain.span(),
+                    &key,
+                    format!("{lower:?} is listed twice (also domains.relay_to[{j}])"),
+                ));
+            }
+            if let Some(j) = local.iter().position(|d| *d == lower) {
+                return Err(self.error(
+                    domain.span(),
+                    &key,
+                    format!(
+                        "{lower:?} is also in domains.local (domains.local[{j}]): a domain is either delivered here or relayed on, not both"
+                    ),
+                ));
+            }
+            out.push(lower);
+        }
+        Ok(out)
+    }
+
+    fn relay(
+        &self,
+        raw: Option<Spanned<raw::RawRelay>>,
+        local: &[String],
+        server: &ServerConfig,
+        listeners: &[(Range<usize>, ListenerConfig)],
+        warnings: &mut Vec<String>,
+    ) -> Result<RelayConfig, ConfigError> {
+        let mut relay = RelayConfig::default();
+        let Some(raw) = raw else {
+            return Ok(relay);
+        };
+        let relay_span = raw.span();
+        let raw = raw.into_inner();
+
+        if let Some(port) = &raw.mx_port {
+            relay.mx_port = port_value(port.get_ref())
+                .map_err(|m| self.error(port.span(), "relay.mx_port", m))?;
+        }
+
+        // Client IP addresses, from the configuration and from the file.
+        let mut ranges: Vec<IpRange> = Vec::new();
+        let mut open_relay_said = false;
+        if let Some(list) = &raw.clients {
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let key = format!("relay.clients[{i}]");
+                let text = entry.get_ref().trim();
+                let range = IpRange::parse(text)
+                    .map_err(|m| self.error(entry.span(), &key, format!("{text:?}: {m}")))?;
+                if let Some((open, lint)) = client_lint(text, &range) {
+                    open_relay_said |= open;
+                    warnings.push(self.located(entry.span(), &key, &lint));
+                }
+                ranges.push(range);
+            }
+        }
+        if let Some(file) = &raw.clients_file {
+            let key = "relay.clients_file";
+            let name = file.get_ref();
+            if name.is_empty() {
+                return Err(self.error(file.span(), key, "expected a file name, got \"\""));
+            }
+            if name.contains('\0') {
+                return Err(self.error(file.span(), key, "a path cannot contain a NUL character"));
+            }
+            let path = self
+                .path
+                .parent()
+                .map_or_else(|| PathBuf::from(name), |dir| dir.join(name));
+            let entries = iplist::read_file(&path).map_err(|e| match e {
+                ConfigError::Io { path, source } => self.error(
+                    file.span(),
+                    key,
+                    format!("cannot read the IP list {}: {source}", path.display()),
+                ),
+                other => other,
+            })?;
+            for entry in entries {
+                if let Some((open, lint)) = client_lint(&entry.text, &entry.range) {
+                    open_relay_said |= open;
+                    warnings.push(format!("{}:{}: {key}: {lint}", path.display(), entry.line));
+                }
+                ranges.push(entry.range);
+            }
+            relay.clients_file = Some(path);
+        }
+        relay.clients = IpList::from_ranges(ranges);
+        if !open_relay_said {
+            for (all, which) in [
+                (relay.clients.covers_all_v4(), "0.0.0.0/0"),
+                (relay.clients.covers_all_v6(), "::/0"),
+            ] {
+                if all {
+                    warnings.push(self.located(
+                        relay_span.clone(),
+                        "relay.clients",
+                        &format!(
+                            "relay.clients holds {which}: this server is an open relay (its entries together cover every address)"
+                        ),
+                    ));
+                }
+            }
+        }
+
+        if let Some(smarthost) = &raw.smarthost
+            && !smarthost.get_ref().is_empty()
+        {
+            let key = "relay.smarthost";
+            let hop = parse_next_hop(smarthost.get_ref(), relay.mx_port)
+                .map_err(|m| self.error(smarthost.span(), key, m))?;
+            if let Some(lint) = loop_lint(&hop, server, listeners) {
+                warnings.push(self.located(smarthost.span(), key, &lint));
+            }
+            relay.smarthost = Some(hop);
+        }
+
+        if let Some(routes) = &raw.routes {
+            let mut entries: Vec<_> = routes.get_ref().iter().collect();
+            entries.sort_by_key(|(domain, _)| domain.span().start);
+            for (domain, hop) in entries {
+                let path = [
+                    Segment::Key("relay".into()),
+                    Segment::Key("routes".into()),
+                    Segment::Key(domain.get_ref().clone()),
+                ];
+                let key = locate::format_path(&path);
+                check_domain(domain.get_ref()).map_err(|m| self.error(domain.span(), &key, m))?;
+                let lower = domain.get_ref().to_lowercase();
+                if local.contains(&lower) {
+                    return Err(self.error(
+                        domain.span(),
+                        &key,
+                        format!(
+                            "{lower:?} is in domains.local: its mail is delivered to the mailboxes here, a route would never be used"
+                        ),
+                    ));
+                }
+                if relay.routes.contains_key(&lower) {
+                    return Err(self.error(
+                        domain.span(),
+                        &key,
+                        format!("{lower:?} has two routes (domain names are case-insensitive)"),
+                    ));
+                }
+                let next = parse_next_hop(hop.get_ref(), relay.mx_port)
+                    .map_err(|m| self.error(hop.span(), &key, m))?;
+                if let Some(lint) = loop_lint(&next, server, listeners) {
+                    warnings.push(self.located(hop.span(), &key, &lint));
+                }
+                relay.routes.insert(lower, next);
+            }
+        }
+        Ok(relay)
+    }
+
+    fn queue(
+        &self,
+        raw: Option<Spanned<raw::RawQueue>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<QueueConfig, ConfigError> {
+        let mut queue = QueueConfig::default();
+        let Some(raw) = raw else {
+            return Ok(queue);
+        };
+        let raw = raw.into_inner();
+        if let Some(retry) = raw.retry {
+            if retry.get_ref().is_empty() {
+                return Err(self.error(
+                    retry.span(),
+                    "queue.retry",
+                    "expected at least one wait, like [\"5m\", \"30m\", \"2h\"]",
+                ));
+            }
+            queue.retry = retry
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(i, wait)| self.positive_duration(wait, &format!("queue.retry[{i}]")))
+                .collect::<Result<_, _>>()?;
+        }
+        let mut max_age_span = None;
+        if let Some(max_age) = raw.max_age {
+            queue.max_age = self.positive_duration(&max_age, "queue.max_age")?;
+            max_age_span = Some(max_age.span());
+        }
+        let mut warning_span = None;
+        if let Some(delay) = raw.delay_warning {
+            let d = duration_value(delay.get_ref())
+                .map_err(|m| self.error(delay.span(), "queue.delay_warning", m))?;
+            queue.delay_warning = (!d.is_zero()).then_some(d);
+            warning_span = Some(delay.span());
+        }
+        if let Some(delay) = queue.delay_warning
+            && delay >= queue.max_age
+        {
+            let (span, key) = match (&warning_span, &max_age_span) {
+                (Some(span), _) => (span.clone(), "queue.delay_warning"),
+                (None, Some(span)) => (span.clone(), "queue.max_age"),
+                (None, None) => (0..0, "queue"),
+            };
+            warnings.push(self.located(
+                span,
+                key,
+                &format!(
+                    "the delay notice ({}) is never sent: queue.max_age ({}) bounces the message first (\"0s\" disables the notice)",
+                    crate::format_duration(delay),
+                    crate::format_duration(queue.max_age)
+                ),
+            ));
+        }
+        if let (Some(span), Some(first)) = (max_age_span, queue.retry.first())
+            && queue.max_age <= *first
+        {
+            warnings.push(self.located(
+                span,
+                "queue.max_age",
+                &format!(
+                    "{} is not longer than the first retry wait ({}): a recipient that fails once is bounced without a second attempt",
+                    crate::format_duration(queue.max_age),
+                    crate::format_duration(*first)
+                ),
+            ));
+        }
+        Ok(queue)
     }
 
     fn server(
@@ -723,7 +978,7 @@ fn check_shapes(doc: &DeTable<'_>) -> Option<(Range<usize>, String, String)> {
             )
         })
     };
-    for key in ["server", "domains", "dns", "smtp"] {
+    for key in ["server", "domains", "dns", "smtp", "relay", "queue"] {
         if let Some(value) = doc.get(key)
             && let Some(problem) = table(value, key)
         {
@@ -761,6 +1016,150 @@ fn check_shapes(doc: &DeTable<'_>) -> Option<(Range<usize>, String, String)> {
         }
     }
     None
+}
+
+/// A lint for one relay client entry, and whether it says "open relay".
+fn client_lint(text: &str, range: &IpRange) -> Option<(bool, String)> {
+    let open = |all: &str| {
+        Some((
+            true,
+            format!("relay.clients holds {all}: this server is an open relay"),
+        ))
+    };
+    if let IpRange::V6(a, b) = *range
+        && a == Ipv6Addr::UNSPECIFIED
+        && b == Ipv6Addr::from(u128::MAX)
+    {
+        return open("::/0");
+    }
+    if range.v4_part() == Some((0, u32::MAX)) {
+        return open("0.0.0.0/0");
+    }
+    let count = range.span() + 1;
+    let (wide, limit) = if range.is_mapped_v4() {
+        (count > WIDE_V4, "/8")
+    } else {
+        (count > WIDE_V6, "/32")
+    };
+    wide.then(|| {
+        (
+            false,
+            format!(
+                "{text:?} is wider than a {limit} ({count} addresses): every host in it may relay through this server to anywhere"
+            ),
+        )
+    })
+}
+
+/// A lint when `hop` is one of this server's own listeners: relayed mail
+/// would come straight back.
+fn loop_lint(
+    hop: &NextHop,
+    server: &ServerConfig,
+    listeners: &[(Range<usize>, ListenerConfig)],
+) -> Option<String> {
+    let (i, listener) = listeners.iter().enumerate().find_map(|(i, (_, l))| {
+        let same_host = match hop.ip() {
+            Some(ip) => {
+                let ip = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                    v4 => v4,
+                };
+                // 0.0.0.0 is every IPv4 address of this host; [::] is
+                // every address, IPv4 too on a dual-stack system.
+                let listens_everywhere =
+                    l.address.ip().is_unspecified() && (l.address.is_ipv6() || ip.is_ipv4());
+                ip == l.address.ip()
+                    || (listens_everywhere && (ip.is_loopback() || ip.is_unspecified()))
+            }
+            None => {
+                hop.host.eq_ignore_ascii_case(&server.hostname)
+                    || hop.host.eq_ignore_ascii_case("localhost")
+            }
+        };
+        (same_host && hop.port == l.address.port()).then_some((i, l))
+    })?;
+    Some(format!(
+        "{hop} is this server's own listener[{i}] ({}): mail relayed there comes back here, in a loop",
+        listener.address
+    ))
+}
+
+/// Parses a next hop: `host`, `host:port`, `[ip]`, `[ip]:port`, `ip`
+/// (IPv4), `ip:port` (IPv4) or `[ipv6]:port`; `default_port` when none is
+/// written.
+fn parse_next_hop(text: &str, default_port: u16) -> Result<NextHop, String> {
+    let bad = |why: String| format!("expected {NEXT_HOP_FORMS}, got {text:?} ({why})");
+    if text.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(bad("no closing ]".into()));
+        };
+        let ip: IpAddr = inside
+            .parse()
+            .map_err(|_| bad(format!("{inside:?} is not an IP address")))?;
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return Err(bad(format!("unexpected {after:?} after ]"))),
+            },
+        };
+        (ip.to_string(), port)
+    } else if text.parse::<Ipv6Addr>().is_ok() {
+        return Err(bad(format!(
+            "write an IPv6 address in brackets, \"[{text}]\" or \"[{text}]:25\""
+        )));
+    } else {
+        let (host, port) = match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        };
+        if port.is_some_and(|p| p.contains(':')) {
+            return Err(bad(
+                "write an IPv6 address in brackets, like \"[2001:db8::1]:25\"".into(),
+            ));
+        }
+        let host = match host.parse::<Ipv4Addr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => {
+                check_domain(host).map_err(|_| bad(format!("{host:?} is not a host name")))?;
+                host.to_lowercase()
+            }
+        };
+        (host, port)
+    };
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(bad(format!(
+                    "the port must be a number from 1 to 65535, got {p:?}"
+                )));
+            }
+        },
+    };
+    Ok(NextHop { host, port })
+}
+
+/// A port number: a TOML integer from 1 to 65535.
+fn port_value(value: &toml::Value) -> Result<u16, String> {
+    let bad = || {
+        format!(
+            "expected a port number from 1 to 65535, got {}",
+            describe(value)
+        )
+    };
+    match value {
+        toml::Value::Integer(n) => match u16::try_from(*n) {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
 }
 
 /// A size written as a string with a unit, or as a TOML integer (bytes).

@@ -2,11 +2,12 @@
 //! gives the expected `file:line:column: key: message`, lookups ignore case,
 //! and no input makes the parser panic.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mxguard_config::{Config, ConfigError, ExpnMode, Role, VrfyMode};
+use mxguard_config::{Config, ConfigError, ExpnMode, IpList, NextHop, QueueConfig, Role, VrfyMode};
 
 /// The example of the specification, restricted to what this version
 /// supports.
@@ -34,6 +35,7 @@ timeout = "3s"
 local = ["example.test", "Other.Test"]
 catchall = { "example.test" = "postmaster@example.test" }
 disable_catchalls = false
+relay_to = ["backup.test", "Relay.Test"]
 
 [[account]]
 address = "alice@example.test"
@@ -46,6 +48,18 @@ address = "Postmaster@Example.Test"
 vrfy = "ambiguous"
 expn = "off"
 timeouts = { command = "5m", data = "10m" }
+
+[relay]
+clients = ["127.0.0.1", "10.0.0.0/8", "192.168.1.10-192.168.1.99", "2001:db8::/64"]
+clients_file = "tests/data/clients.txt"
+smarthost = "mail.isp.test:587"
+routes = { "backup.test" = "10.0.0.5:25", "Inner.Test" = "[10.0.0.6]", "v6.test" = "[2001:db8::7]:2525" }
+mx_port = 2525
+
+[queue]
+retry = ["5m", "15m", "30m", "1h", "2h", "4h"]
+max_age = "5d"
+delay_warning = "4h"
 "#;
 
 /// The smallest valid configuration.
@@ -130,7 +144,46 @@ fn sample_parses() {
     assert_eq!(config.smtp.command_timeout, Duration::from_secs(300));
     assert_eq!(config.smtp.data_timeout, Duration::from_secs(600));
 
+    assert_eq!(config.domains.relay_to, vec!["backup.test", "relay.test"]);
+    assert_eq!(config.relay.mx_port, 2525);
+    assert_eq!(
+        config.relay.clients_file,
+        Some(PathBuf::from("tests/data/clients.txt"))
+    );
+    // 4 entries in the file and 4 in the configuration, none merged.
+    assert_eq!(config.relay.clients.len(), 8);
+    assert_eq!(config.relay.smarthost, Some(hop("mail.isp.test", 587)));
+    let routes: BTreeMap<String, NextHop> = [
+        ("backup.test".to_string(), hop("10.0.0.5", 25)),
+        ("inner.test".to_string(), hop("10.0.0.6", 2525)),
+        ("v6.test".to_string(), hop("2001:db8::7", 2525)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(config.relay.routes, routes);
+    assert_eq!(config.queue, QueueConfig::default());
+    assert_eq!(
+        config.queue.retry,
+        [5 * 60, 15 * 60, 30 * 60, 3600, 7200, 14400].map(Duration::from_secs)
+    );
+    assert_eq!(config.queue.max_age, Duration::from_secs(5 * 86400));
+    assert_eq!(
+        config.queue.delay_warning,
+        Some(Duration::from_secs(4 * 3600))
+    );
+
     assert_eq!(config.warnings(), Vec::<String>::new());
+}
+
+fn hop(host: &str, port: u16) -> NextHop {
+    NextHop {
+        host: host.to_string(),
+        port,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
 #[test]
@@ -150,6 +203,26 @@ fn defaults() {
     assert_eq!(config.smtp.expn, ExpnMode::Off);
     assert_eq!(config.smtp.command_timeout, Duration::from_secs(300));
     assert_eq!(config.smtp.data_timeout, Duration::from_secs(600));
+    assert!(config.domains.relay_to.is_empty());
+    assert!(config.relay.clients.is_empty());
+    assert_eq!(config.relay.clients_file, None);
+    assert_eq!(config.relay.smarthost, None);
+    assert!(config.relay.routes.is_empty());
+    assert_eq!(config.relay.mx_port, 25);
+    assert_eq!(config.queue.retry.len(), 6);
+    assert_eq!(config.queue.retry[0], Duration::from_secs(300));
+    assert_eq!(config.queue.retry[5], Duration::from_secs(4 * 3600));
+    assert_eq!(config.queue.retry_after(1), Duration::from_secs(300));
+    assert_eq!(config.queue.retry_after(6), Duration::from_secs(4 * 3600));
+    assert_eq!(config.queue.retry_after(60), Duration::from_secs(4 * 3600));
+    assert_eq!(config.queue.max_age, Duration::from_secs(5 * 86400));
+    assert_eq!(
+        config.queue.delay_warning,
+        Some(Duration::from_secs(4 * 3600))
+    );
+    assert!(!config.is_relay_client(ip("127.0.0.1")));
+    assert!(config.route_for("example.test").is_none());
+    assert!(!config.is_relay_to_domain("example.test"));
 }
 
 #[test]
@@ -283,7 +356,7 @@ fn errors_in_the_sample() {
             "[dns]",
             "[tls]\ncertificate = \"x\"\n[dns]",
             "17:2: tls",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, domains, account, dns, smtp)",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, domains, account, dns, smtp, relay, queue)",
         ),
         (
             "hide_client_ip = false",
@@ -294,19 +367,19 @@ fn errors_in_the_sample() {
         (
             "aliases = [",
             "password = \"secret\"\naliases = [",
-            "28:1: account[0].password",
+            "29:1: account[0].password",
             "unknown key: not supported by this version of mxguard (expected one of: address, aliases)",
         ),
         (
             "expn = \"off\"",
             "etrn = \"off\"",
-            "35:1: smtp.etrn",
+            "36:1: smtp.etrn",
             "not supported by this version of mxguard",
         ),
         (
             "command = \"5m\"",
             "comand = \"5m\"",
-            "36:14: smtp.timeouts.comand",
+            "37:14: smtp.timeouts.comand",
             "unknown key (expected one of: command, data)",
         ),
         (
@@ -355,13 +428,13 @@ fn errors_in_the_sample() {
         (
             "command = \"5m\"",
             "command = \"5 minutes\"",
-            "36:24: smtp.timeouts.command",
+            "37:24: smtp.timeouts.command",
             "expected a duration like \"5m\" (units ms, s, m, h, d), got \"5 minutes\"",
         ),
         (
             "data = \"10m\"",
             "data = \"0ms\"",
-            "36:37: smtp.timeouts.data",
+            "37:37: smtp.timeouts.data",
             "must be greater than 0",
         ),
         (
@@ -469,19 +542,19 @@ fn errors_in_the_sample() {
         (
             "vrfy = \"ambiguous\"",
             "vrfy = \"yes\"",
-            "34:8: smtp.vrfy",
+            "35:8: smtp.vrfy",
             "expected one of: ambiguous, off, on, got \"yes\"",
         ),
         (
             "expn = \"off\"",
             "expn = \"ambiguous\"",
-            "35:8: smtp.expn",
+            "36:8: smtp.expn",
             "expected one of: off, on, got \"ambiguous\"",
         ),
         (
             "timeouts = { command = \"5m\", data = \"10m\" }",
             "timeouts = 5",
-            "36:12: smtp.timeouts",
+            "37:12: smtp.timeouts",
             "expected a table ([smtp.timeouts]), got an integer",
         ),
         (
@@ -506,43 +579,43 @@ fn errors_in_the_sample() {
         (
             "address = \"alice@example.test\"",
             "address = \"alice@example.org\"",
-            "27:11: account[0].address",
+            "28:11: account[0].address",
             "the domain \"example.org\" of \"alice@example.org\" is not in domains.local",
         ),
         (
             "address = \"alice@example.test\"",
             "address = \"alice\"",
-            "27:11: account[0].address",
+            "28:11: account[0].address",
             "expected an address like \"alice@example.test\", got \"alice\"",
         ),
         (
             "address = \"alice@example.test\"",
             "address = \"al ice@example.test\"",
-            "27:11: account[0].address",
+            "28:11: account[0].address",
             "' ' is not allowed before the @",
         ),
         (
             "\"Alice@Other.Test\"",
             "\"alice@nowhere.test\"",
-            "28:31: account[0].aliases[1]",
+            "29:31: account[0].aliases[1]",
             "is not in domains.local",
         ),
         (
             "\"Alice@Other.Test\"",
             "\"ALICE@example.test\"",
-            "28:31: account[0].aliases[1]",
-            "\"alice@example.test\" is already used by account[0].address (line 27)",
+            "29:31: account[0].aliases[1]",
+            "\"alice@example.test\" is already used by account[0].address (line 28)",
         ),
         (
             "address = \"Postmaster@Example.Test\"",
             "address = \"AL@example.test\"",
-            "31:11: account[1].address",
-            "\"al@example.test\" is already used by account[0].aliases[0] (line 28)",
+            "32:11: account[1].address",
+            "\"al@example.test\" is already used by account[0].aliases[0] (line 29)",
         ),
         (
             "[[account]]\naddress = \"Postmaster@Example.Test\"",
             "[[account]]\naliases = [\"pm@example.test\"]",
-            "30:1: account[1].address",
+            "31:1: account[1].address",
             "missing required key",
         ),
         (
@@ -582,7 +655,7 @@ fn errors_in_the_sample() {
             "8:1: server.hostname",
             "invalid TOML: duplicate key",
         ),
-        ("[smtp]", "[smtp", "33:6: smtp", "invalid TOML"),
+        ("[smtp]", "[smtp", "34:6: smtp", "invalid TOML"),
     ];
     let mut failures = Vec::new();
     for (from, to, location, message) in cases {
@@ -685,8 +758,26 @@ fn load_reads_the_file_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mxguard.toml");
     std::fs::write(&path, SAMPLE).unwrap();
+    // relay.clients_file is resolved against the configuration's directory.
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:41:16: relay.clients_file: cannot read the IP list {}",
+            path.display(),
+            dir.path().join("tests/data/clients.txt").display()
+        )),
+        "{err}"
+    );
+    std::fs::create_dir_all(dir.path().join("tests/data")).unwrap();
+    std::fs::write(dir.path().join("tests/data/clients.txt"), "203.0.113.7\n").unwrap();
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.path, path);
+    assert_eq!(
+        config.relay.clients_file,
+        Some(dir.path().join("tests/data/clients.txt"))
+    );
+    assert!(config.is_relay_client("203.0.113.7".parse().unwrap()));
+    assert!(!config.is_relay_client("172.16.5.1".parse().unwrap()));
 
     let missing = dir.path().join("missing.toml");
     let err = Config::load(&missing).unwrap_err();
@@ -815,6 +906,26 @@ fn malformed_inputs_are_errors() {
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[smtp]\ntimeouts = { command = \"5m\", idle = \"1m\" }",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[smtp]\ntimeouts.command = 300",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[smtp.timeouts]\ncommand = \"5m\"\n[smtp]\nvrfy = \"off\"\n[smtp]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients = \"10.0.0.0/8\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients = [\"10.0.0.0/8/8\"]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients = [\"\"]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients = [\"::1-10.0.0.1\"]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients_file = \"a\\u0000b\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients_file = \"/nonexistent/clients.txt\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nsmarthost = \"[\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nsmarthost = \"[]:25\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nsmarthost = \"a.test:\u{661}\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nroutes = { \"a.test\" = \"\" }",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nmx_port = 1.5",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nmx_port = -25",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients_only = true",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\npop_before_smtp_max = 10",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[[relay]]\nclients = []",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[queue]\nretry = [\"5m\", true]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[queue]\nmax_age = \"-1d\"",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[queue]\ndelay_warning = false",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[domains]\nrelay_to = [\"a.test\", \"A.TEST\"]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[domains]\nrelay_to = [\"\"]",
         &long_label,
         &long_banner,
         &huge,
@@ -905,4 +1016,581 @@ fn documented_example_parses() {
             .map(|a| a.address.as_str()),
         Some("alice@example.test")
     );
+    assert!(config.is_relay_to_domain("backup.test"));
+    assert!(config.is_relay_client(ip("192.168.1.50")));
+    assert_eq!(config.route_for("inner.test"), Some(&hop("10.0.0.6", 25)));
+    assert_eq!(config.relay.smarthost, Some(hop("mail.isp.test", 587)));
+    assert_eq!(config.queue, QueueConfig::default());
+}
+
+#[test]
+fn relay_lookups() {
+    let config = parse(SAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    for domain in ["backup.test", "BACKUP.Test", "relay.test", "relay.test."] {
+        assert!(config.is_relay_to_domain(domain), "{domain}");
+    }
+    for domain in ["example.test", "sub.backup.test", "", "test", "inner.test"] {
+        assert!(!config.is_relay_to_domain(domain), "{domain}");
+    }
+    assert_eq!(
+        config.route_for("Inner.TEST."),
+        Some(&hop("10.0.0.6", 2525))
+    );
+    assert_eq!(config.route_for("backup.test"), Some(&hop("10.0.0.5", 25)));
+    assert_eq!(config.route_for("sub.backup.test"), None);
+    assert_eq!(config.route_for("relay.test"), None);
+    assert_eq!(
+        config.route_for("v6.test").and_then(NextHop::ip),
+        Some(ip("2001:db8::7"))
+    );
+    assert_eq!(
+        config.route_for("v6.test").unwrap().to_string(),
+        "[2001:db8::7]:2525"
+    );
+    assert_eq!(config.relay.smarthost.as_ref().unwrap().ip(), None);
+    assert_eq!(
+        config.relay.smarthost.as_ref().unwrap().to_string(),
+        "mail.isp.test:587"
+    );
+
+    for yes in [
+        "127.0.0.1",
+        "::ffff:127.0.0.1",
+        "10.0.0.0",
+        "10.255.255.255",
+        "192.168.1.10",
+        "192.168.1.99",
+        "2001:db8::1",
+        "2001:db8::ffff:ffff:ffff:ffff",
+        // From tests/data/clients.txt.
+        "172.16.5.1",
+        "172.16.8.255",
+        "172.16.9.20",
+        "::ffff:172.16.9.10",
+        "2001:db8:1:ffff::1",
+    ] {
+        assert!(config.is_relay_client(ip(yes)), "{yes}");
+    }
+    for no in [
+        "127.0.0.2",
+        "11.0.0.0",
+        "192.168.1.9",
+        "192.168.1.100",
+        "2001:db8:0:1::",
+        "172.16.5.2",
+        "172.16.9.21",
+        "2001:db8:2::",
+        "::1",
+        "203.0.113.1",
+    ] {
+        assert!(!config.is_relay_client(ip(no)), "{no}");
+    }
+}
+
+#[test]
+fn next_hops() {
+    let cases: &[(&str, &str, u16)] = &[
+        ("mail.isp.test", "mail.isp.test", 25),
+        ("Mail.ISP.test", "mail.isp.test", 25),
+        ("mail.isp.test:587", "mail.isp.test", 587),
+        ("localhost:2526", "localhost", 2526),
+        ("192.0.2.1", "192.0.2.1", 25),
+        ("192.0.2.1:2525", "192.0.2.1", 2525),
+        ("[192.0.2.1]", "192.0.2.1", 25),
+        ("[192.0.2.1]:26", "192.0.2.1", 26),
+        ("[2001:db8::1]", "2001:db8::1", 25),
+        ("[2001:DB8::1]:587", "2001:db8::1", 587),
+        ("[::1]:65535", "::1", 65535),
+    ];
+    for (written, host, port) in cases {
+        let text = format!("{MINIMAL}[relay]\nsmarthost = \"{written}\"\n");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.relay.smarthost, Some(hop(host, *port)), "{written}");
+        let text = format!("{MINIMAL}[relay]\nroutes = {{ \"a.test\" = \"{written}\" }}\n");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.route_for("a.test"),
+            Some(&hop(host, *port)),
+            "{written}"
+        );
+    }
+    // mx_port is the default port, whatever the order of the keys.
+    let text = format!(
+        "{MINIMAL}[relay]\nsmarthost = \"[192.0.2.1]\"\nroutes = {{ \"a.test\" = \"b.test\" }}\nmx_port = 2526\n"
+    );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.relay.smarthost, Some(hop("192.0.2.1", 2526)));
+    assert_eq!(config.route_for("a.test"), Some(&hop("b.test", 2526)));
+    // An empty smarthost is no smarthost.
+    let config = parse(&format!("{MINIMAL}[relay]\nsmarthost = \"\"\n")).unwrap();
+    assert_eq!(config.relay.smarthost, None);
+
+    let bad: &[(&str, &str)] = &[
+        (
+            "mail.isp.test:0",
+            "the port must be a number from 1 to 65535, got \"0\"",
+        ),
+        (
+            "mail.isp.test:65536",
+            "the port must be a number from 1 to 65535",
+        ),
+        (
+            "mail.isp.test:",
+            "the port must be a number from 1 to 65535, got \"\"",
+        ),
+        ("mail.isp.test:+25", "the port must be"),
+        ("mail.isp.test:smtp", "the port must be"),
+        ("mail isp.test", "\"mail isp.test\" is not a host name"),
+        ("mail_isp.test", "is not a host name"),
+        ("-mail.test", "is not a host name"),
+        ("mail.test.", "is not a host name"),
+        ("10.0.0.300", "is not a host name"),
+        (":25", "\"\" is not a host name"),
+        (" mail.test", "is not a host name"),
+        (
+            "2001:db8::1",
+            "write an IPv6 address in brackets, \"[2001:db8::1]\"",
+        ),
+        ("2001:db8::1:25", "write an IPv6 address in brackets"),
+        ("[2001:db8::1", "no closing ]"),
+        ("[mail.test]", "\"mail.test\" is not an IP address"),
+        ("[192.0.2.1]25", "unexpected \"25\" after ]"),
+        ("[192.0.2.1]:", "the port must be"),
+        ("mail.test:25:25", "write an IPv6 address in brackets"),
+        ("smtp://mail.test", "the port must be"),
+    ];
+    for (written, message) in bad {
+        let text = format!("{MINIMAL}[relay]\nsmarthost = \"{written}\"\n");
+        let got = error(&text);
+        let prefix = "mxguard.toml:9:13: relay.smarthost: expected a host like";
+        assert!(
+            got.starts_with(prefix) && got.contains(message),
+            "for {written:?}\n  expected: {prefix}...{message}\n       got: {got}"
+        );
+        let text = format!("{MINIMAL}[relay]\nroutes = {{ \"a.test\" = \"{written}\" }}\n");
+        let got = error(&text);
+        let prefix = "mxguard.toml:9:23: relay.routes.\"a.test\": expected a host like";
+        assert!(
+            got.starts_with(prefix) && got.contains(message),
+            "for {written:?}\n  expected: {prefix}...{message}\n       got: {got}"
+        );
+    }
+}
+
+/// Errors in the new keys of the sample: `file:line:column: key: message`.
+#[test]
+fn relay_and_queue_errors() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Example.Test\"]",
+            "25:28: domains.relay_to[1]",
+            "\"example.test\" is also in domains.local (domains.local[0]): a domain is either delivered here or relayed on, not both",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Backup.Test\"]",
+            "25:28: domains.relay_to[1]",
+            "\"backup.test\" is listed twice (also domains.relay_to[0])",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"10.0.0.1\"]",
+            "25:28: domains.relay_to[1]",
+            "an IP address is not a domain name",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = \"backup.test\"",
+            "25:12: domains.relay_to",
+            "expected an array, got string \"backup.test\"",
+        ),
+        (
+            "\"192.168.1.10-192.168.1.99\"",
+            "\"10.0.0.300\"",
+            "40:39: relay.clients[2]",
+            "\"10.0.0.300\": expected an address, CIDR or range",
+        ),
+        (
+            "\"192.168.1.10-192.168.1.99\"",
+            "\"192.168.1.99-192.168.1.10\"",
+            "40:39: relay.clients[2]",
+            "\"192.168.1.99-192.168.1.10\": the range is reversed: 192.168.1.99 comes after 192.168.1.10",
+        ),
+        (
+            "\"10.0.0.0/8\"",
+            "\"10.0.0.0/33\"",
+            "40:25: relay.clients[1]",
+            "\"10.0.0.0/33\": expected an address, CIDR or range: the prefix length after / must be a number from 0 to 32, got \"33\"",
+        ),
+        (
+            "\"10.0.0.0/8\"",
+            "\"10.0.0.1 ; office\"",
+            "40:25: relay.clients[1]",
+            "expected an address, CIDR or range",
+        ),
+        (
+            "\"10.0.0.0/8\"",
+            "10",
+            "40:25: relay.clients[1]",
+            "expected a string, got integer `10`",
+        ),
+        (
+            "clients_file = \"tests/data/clients.txt\"",
+            "clients_file = \"tests/data/missing.txt\"",
+            "41:16: relay.clients_file",
+            "cannot read the IP list tests/data/missing.txt: ",
+        ),
+        (
+            "clients_file = \"tests/data/clients.txt\"",
+            "clients_file = \"\"",
+            "41:16: relay.clients_file",
+            "expected a file name, got \"\"",
+        ),
+        (
+            "smarthost = \"mail.isp.test:587\"",
+            "smarthost = \"mail.isp.test:99999\"",
+            "42:13: relay.smarthost",
+            "the port must be a number from 1 to 65535, got \"99999\"",
+        ),
+        (
+            "\"Inner.Test\" = \"[10.0.0.6]\"",
+            "\"Inner.Test\" = \"[10.0.0.6]:0\"",
+            "43:58: relay.routes.\"Inner.Test\"",
+            "the port must be a number from 1 to 65535, got \"0\"",
+        ),
+        (
+            "\"Inner.Test\" = \"[10.0.0.6]\"",
+            "\"inner..test\" = \"[10.0.0.6]\"",
+            "43:43: relay.routes.\"inner..test\"",
+            "empty label",
+        ),
+        (
+            "\"Inner.Test\" = \"[10.0.0.6]\"",
+            "\"Other.Test\" = \"[10.0.0.6]\"",
+            "43:43: relay.routes.\"Other.Test\"",
+            "\"other.test\" is in domains.local: its mail is delivered to the mailboxes here",
+        ),
+        (
+            "\"Inner.Test\" = \"[10.0.0.6]\"",
+            "\"Backup.TEST\" = \"[10.0.0.6]\"",
+            "43:43: relay.routes.\"Backup.TEST\"",
+            "\"backup.test\" has two routes",
+        ),
+        (
+            "\"Inner.Test\" = \"[10.0.0.6]\"",
+            "\"Inner.Test\" = 25",
+            "43:58: relay.routes.\"Inner.Test\"",
+            "expected a string, got integer `25`",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 0",
+            "44:11: relay.mx_port",
+            "expected a port number from 1 to 65535, got 0",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 70000",
+            "44:11: relay.mx_port",
+            "expected a port number from 1 to 65535, got 70000",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = \"25\"",
+            "44:11: relay.mx_port",
+            "expected a port number from 1 to 65535, got \"25\"",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\nrelay_for_clients_only = true",
+            "45:1: relay.relay_for_clients_only",
+            "unknown key: not supported by this version of mxguard (expected one of: clients, clients_file, smarthost, routes, mx_port)",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\nforward_from = []",
+            "45:1: relay.forward_from",
+            "not supported by this version of mxguard",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\npop_before_smtp = \"2m\"",
+            "45:1: relay.pop_before_smtp",
+            "not supported by this version of mxguard",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\nclient = []",
+            "45:1: relay.client",
+            "unknown key (expected one of: clients, clients_file, smarthost, routes, mx_port)",
+        ),
+        (
+            "retry = [\"5m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
+            "retry = [\"5m\", \"0s\"]",
+            "47:16: queue.retry[1]",
+            "must be greater than 0",
+        ),
+        (
+            "retry = [\"5m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
+            "retry = [\"5m\", 15]",
+            "47:16: queue.retry[1]",
+            "a bare number is ambiguous",
+        ),
+        (
+            "retry = [\"5m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
+            "retry = []",
+            "47:9: queue.retry",
+            "expected at least one wait",
+        ),
+        (
+            "retry = [\"5m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
+            "retry = \"5m\"",
+            "47:9: queue.retry",
+            "expected an array",
+        ),
+        (
+            "max_age = \"5d\"",
+            "max_age = \"0s\"",
+            "48:11: queue.max_age",
+            "must be greater than 0",
+        ),
+        (
+            "max_age = \"5d\"",
+            "max_age = \"5 days\"",
+            "48:11: queue.max_age",
+            "expected a duration like \"5m\"",
+        ),
+        (
+            "delay_warning = \"4h\"",
+            "delay_warning = \"4\"",
+            "49:17: queue.delay_warning",
+            "a bare number is ambiguous",
+        ),
+        (
+            "delay_warning = \"4h\"",
+            "delay_warning = \"4h\"\nbounce = true",
+            "50:1: queue.bounce",
+            "unknown key (expected one of: retry, max_age, delay_warning)",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (from, to, location, message) in cases {
+        assert!(SAMPLE.contains(from), "the sample has no {from:?}");
+        let text = SAMPLE.replacen(from, to, 1);
+        let got = error(&text);
+        let prefix = format!("mxguard.toml:{location}: ");
+        if !(got.starts_with(&prefix) && got.contains(message)) {
+            failures.push(format!(
+                "replacing {from:?} by {to:?}\n  expected: {prefix}...{message}...\n       got: {got}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    for (text, expected) in [
+        (
+            format!("relay = 5\n{MINIMAL}"),
+            "mxguard.toml:1:9: relay: expected a table ([relay]), got an integer",
+        ),
+        (
+            format!("queue = [\"5m\"]\n{MINIMAL}"),
+            "mxguard.toml:1:9: queue: expected a table ([queue]), got an array",
+        ),
+        (
+            format!("{MINIMAL}[relay]\nroutes = [\"a.test\"]\n"),
+            "mxguard.toml:9:10: relay.routes: expected a table, got array",
+        ),
+    ] {
+        let got = error(&text);
+        assert!(got.starts_with(expected), "{got}");
+    }
+
+    // A bad line of clients_file names that file and line.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("clients.txt");
+    std::fs::write(
+        &list,
+        "; ok\n10.0.0.1\n\n10.0.0.2 ; fine\n10.0.0.300 ; bad\n",
+    )
+    .unwrap();
+    let config = dir.path().join("mxguard.toml");
+    std::fs::write(
+        &config,
+        format!("{MINIMAL}[relay]\nclients_file = \"clients.txt\"\n"),
+    )
+    .unwrap();
+    let err = Config::load(&config).unwrap_err();
+    assert!(matches!(err, ConfigError::List { line: 5, .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:5: \"10.0.0.300\": expected an address, CIDR or range",
+            list.display()
+        )
+    );
+    // An absolute clients_file is used as it is.
+    std::fs::write(&list, "10.0.0.1\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = elsewhere.path().join("mxguard.toml");
+    std::fs::write(
+        &moved,
+        format!(
+            "{MINIMAL}[relay]\nclients_file = {:?}\n",
+            list.display().to_string()
+        ),
+    )
+    .unwrap();
+    let loaded = Config::load(&moved).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.relay.clients_file.as_deref(), Some(list.as_path()));
+    assert!(loaded.is_relay_client(ip("10.0.0.1")));
+}
+
+#[test]
+fn relay_warnings() {
+    let base = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"mx\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[relay]\nclients = [\"10.0.0.1\", \"0.0.0.0/0\"]\n",
+            "mxguard.toml:10:24: relay.clients[1]: relay.clients holds 0.0.0.0/0: this server is an open relay",
+        ),
+        (
+            "[relay]\nclients = [\"0.0.0.0-255.255.255.255\"]\n",
+            "relay.clients[0]: relay.clients holds 0.0.0.0/0: this server is an open relay",
+        ),
+        (
+            "[relay]\nclients = [\"::/0\"]\n",
+            "relay.clients[0]: relay.clients holds ::/0: this server is an open relay",
+        ),
+        (
+            "[relay]\nclients = [\"::ffff:0.0.0.0/96\"]\n",
+            "relay.clients[0]: relay.clients holds 0.0.0.0/0: this server is an open relay",
+        ),
+        (
+            "[relay]\nclients = [\"0.0.0.0/1\", \"128.0.0.0/1\"]\n",
+            "mxguard.toml:9:1: relay.clients: relay.clients holds 0.0.0.0/0: this server is an open relay (its entries together cover every address)",
+        ),
+        (
+            "[relay]\nclients = [\"10.0.0.0/7\"]\n",
+            "mxguard.toml:10:12: relay.clients[0]: \"10.0.0.0/7\" is wider than a /8 (33554432 addresses)",
+        ),
+        (
+            "[relay]\nclients = [\"10.0.0.0-11.0.0.0\"]\n",
+            "relay.clients[0]: \"10.0.0.0-11.0.0.0\" is wider than a /8 (16777217 addresses)",
+        ),
+        (
+            "[relay]\nclients = [\"2001:db8::/31\"]\n",
+            "relay.clients[0]: \"2001:db8::/31\" is wider than a /32",
+        ),
+        (
+            "[relay]\nsmarthost = \"127.0.0.1\"\n",
+            "mxguard.toml:10:13: relay.smarthost: 127.0.0.1:25 is this server's own listener[0] (0.0.0.0:25): mail relayed there comes back here, in a loop",
+        ),
+        (
+            "[relay]\nsmarthost = \"mx.example.test\"\n",
+            "relay.smarthost: mx.example.test:25 is this server's own listener[0]",
+        ),
+        (
+            "[relay]\nmx_port = 2525\nroutes = { \"a.test\" = \"[::1]\" }\n",
+            "mxguard.toml:11:23: relay.routes.\"a.test\": [::1]:2525 is this server's own listener[1] ([::1]:2525)",
+        ),
+        (
+            "[relay]\nroutes = { \"a.test\" = \"localhost:2525\" }\n",
+            "relay.routes.\"a.test\": localhost:2525 is this server's own listener[1]",
+        ),
+        (
+            "[queue]\nmax_age = \"4h\"\n",
+            "mxguard.toml:10:11: queue.max_age: the delay notice (4h) is never sent",
+        ),
+        (
+            "[queue]\nmax_age = \"1d\"\ndelay_warning = \"2d\"\n",
+            "mxguard.toml:11:17: queue.delay_warning: the delay notice (2d) is never sent",
+        ),
+        (
+            "[queue]\nretry = [\"1h\"]\nmax_age = \"30m\"\ndelay_warning = \"0s\"\n",
+            "queue.max_age: 30m is not longer than the first retry wait (1h)",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let text = format!("{base}{extra}");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let warnings = config.warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with(expected)
+                || (!expected.starts_with("mxguard.toml") && w.contains(expected))),
+            "for {extra:?}\n  expected a warning: {expected}\n  got: {warnings:#?}"
+        );
+    }
+    // Not linted: a /8, a /32, relay_to alone, a smarthost elsewhere.
+    for extra in [
+        "[relay]\nclients = [\"10.0.0.0/8\", \"2001:db8::/32\", \"::ffff:10.0.0.0/104\"]\n",
+        "[domains]\nrelay_to = [\"backup.test\"]\n",
+        "[relay]\nsmarthost = \"127.0.0.1:2526\"\nroutes = { \"a.test\" = \"[::1]:25\", \"b.test\" = \"192.0.2.1:25\" }\n",
+        "[queue]\ndelay_warning = \"0s\"\n",
+    ] {
+        let text = format!("{base}{extra}");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let ours: Vec<String> = config
+            .warnings()
+            .into_iter()
+            .filter(|w| w.contains("relay") || w.contains("queue"))
+            .collect();
+        assert_eq!(ours, Vec::<String>::new(), "{extra}");
+    }
+    let config = parse(&format!("{base}[queue]\ndelay_warning = \"0s\"\n")).unwrap();
+    assert_eq!(config.queue.delay_warning, None);
+
+    // An entry of clients_file: the file and line are named.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clients.txt"),
+        "10.0.0.1\n0.0.0.0/0 ; oops\n",
+    )
+    .unwrap();
+    let path = dir.path().join("mxguard.toml");
+    std::fs::write(
+        &path,
+        format!("{base}[relay]\nclients_file = \"clients.txt\"\n"),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let expected = format!(
+        "{}:2: relay.clients_file: relay.clients holds 0.0.0.0/0: this server is an open relay",
+        dir.path().join("clients.txt").display()
+    );
+    assert!(
+        config.warnings().contains(&expected),
+        "{:#?}",
+        config.warnings()
+    );
+}
+
+/// A relay client list of 100 000 entries written in the configuration:
+/// parsed in reasonable time, every lookup right at the boundaries.
+#[test]
+fn large_client_list_in_the_configuration() {
+    let mut text = format!("{MINIMAL}[relay]\nclients = [\n");
+    for i in 0..100_000u32 {
+        // 10.0.0.0, 10.0.0.2, ...: one address in two.
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i);
+        text.push_str(&format!("  \"{a}\",\n"));
+    }
+    text.push_str("]\n");
+    let started = std::time::Instant::now();
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(config.relay.clients.len(), 100_000);
+    for i in [0u32, 1, 50_000, 99_999] {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i);
+        let b = std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i + 1);
+        assert!(config.is_relay_client(a.into()), "{a}");
+        assert!(!config.is_relay_client(b.into()), "{b}");
+    }
+    assert!(!config.is_relay_client(ip("9.255.255.255")));
+    let list = IpList::from_ranges(config.relay.clients.ranges());
+    assert_eq!(list, config.relay.clients);
 }

@@ -1,14 +1,18 @@
-//! Where an RCPT TO address goes.
+//! Where an RCPT TO address goes: the relay decision, in one place.
 //!
 //! A recipient in one of `domains.local` must be an account or an alias
 //! (550 5.1.1 otherwise), or falls to the domain's catchall. The bare
 //! `<Postmaster>` of RFC 5321 §4.1.1.3 goes to `postmaster@` the first local
-//! domain. Anything else is not ours to take: 554 5.7.1 Relay access denied
-//! (the ways to relay come with relay control).
+//! domain. A recipient elsewhere is relayed only when its domain is in
+//! `domains.relay_to` (we are its backup MX) or the client's address is in
+//! `relay.clients`; anything else is refused with 554 5.7.1 Relay access
+//! denied. With neither configured, the server relays for no one.
 //!
 //! An address with more than one route (`user%host@local`, `host!user@local`,
 //! a source route, a quoted local part holding `@` or `%`) is looked up as
 //! written: it names no account, so it is refused, never passed on.
+
+use std::net::IpAddr;
 
 use mxguard_config::Config;
 use mxguard_proto::Path;
@@ -41,8 +45,60 @@ pub struct LocalRecipient {
     pub via: Via,
 }
 
-/// Decides one RCPT TO.
-pub fn route_recipient(cfg: &Config, to: &Path) -> Result<LocalRecipient, Verdict> {
+/// Why a recipient outside our domains may be relayed (SPEC §5 wording).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayReason {
+    /// The domain is in `domains.relay_to`.
+    RelayTo,
+    /// The client's address is in `relay.clients`.
+    ClientAddress,
+}
+
+impl RelayReason {
+    /// The text of the log line: `RCPT OK (relay_to allowed)`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayReason::RelayTo => "relay_to allowed",
+            RelayReason::ClientAddress => "client address",
+        }
+    }
+}
+
+/// Where an accepted recipient goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Local(LocalRecipient),
+    Relay(RelayReason),
+}
+
+/// Decides one RCPT TO from `client`.
+pub fn route_recipient(cfg: &Config, to: &Path, client: IpAddr) -> Result<Route, Verdict> {
+    let mb = &to.mailbox;
+    let remote = to.route.is_empty()
+        && !mb.is_bare_postmaster()
+        && mb.domain_literal_ip().is_none()
+        && !mb.domain.starts_with('[')
+        && !cfg.is_local_domain(&mb.domain);
+    if remote {
+        // Only the plain form of an address is relayed: a percent hack or a
+        // bang path in the local part would let a relay client's permission
+        // be bent into routing through a third party, so refuse those too.
+        let local = mb.local_part_unquoted();
+        if local.contains(['%', '!', '@']) {
+            return Err(relay_denied(&mb.to_string()));
+        }
+        if cfg.is_relay_to_domain(&mb.domain) {
+            return Ok(Route::Relay(RelayReason::RelayTo));
+        }
+        if cfg.is_relay_client(client) {
+            return Ok(Route::Relay(RelayReason::ClientAddress));
+        }
+    }
+    local_recipient(cfg, to).map(Route::Local)
+}
+
+/// Decides a recipient that must be local.
+fn local_recipient(cfg: &Config, to: &Path) -> Result<LocalRecipient, Verdict> {
     let mb = &to.mailbox;
     let domain = if mb.is_bare_postmaster() {
         match cfg.domains.local.first() {
@@ -90,7 +146,7 @@ fn relay_denied(shown: &str) -> Verdict {
         (5, 7, 1),
         "Relay access denied",
         CheckId::Relay,
-        format!("{shown} is not in a local domain and this client may not relay"),
+        format!("{shown} is not in a local domain nor in relay_to, and the client is not in relay.clients"),
     )
 }
 
@@ -160,7 +216,10 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         ];
         for (input, want) in cases {
             let path = parse_path(input, true).unwrap().unwrap();
-            let got = route_recipient(&cfg, &path);
+            let got = route_recipient(&cfg, &path, "192.0.2.1".parse().unwrap()).map(|r| match r {
+                Route::Local(l) => l,
+                Route::Relay(_) => panic!("{input}: relayed"),
+            });
             match (got, want) {
                 (Ok(r), Ok((mb, via))) => {
                     assert_eq!(r.mailbox, *mb, "{input}");
@@ -180,9 +239,35 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let text = CONFIG.replace("[[account]]", "disable_catchalls = true\n[[account]]");
         let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
         let path = parse_path("<anyone@other.test>", false).unwrap().unwrap();
-        assert_eq!(
-            route_recipient(&cfg, &path).unwrap_err().check,
-            CheckId::UnknownUser
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(route_recipient(&cfg, &path, ip).unwrap_err().check, CheckId::UnknownUser);
+    }
+
+    #[test]
+    fn relay_paths() {
+        let text = CONFIG.replace(
+            "[[account]]",
+            "relay_to = [\"backup.test\"]\n[relay]\nclients = [\"10.0.0.0/8\"]\n[[account]]",
         );
+        let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        let client: IpAddr = "10.1.2.3".parse().unwrap();
+        let route = |addr: &str, ip| route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip);
+        assert_eq!(route("<x@backup.test>", stranger), Ok(Route::Relay(RelayReason::RelayTo)));
+        assert_eq!(route("<x@Backup.Test>", stranger), Ok(Route::Relay(RelayReason::RelayTo)));
+        assert_eq!(route("<x@far.test>", client), Ok(Route::Relay(RelayReason::ClientAddress)));
+        assert_eq!(route("<x@far.test>", stranger).unwrap_err().check, CheckId::Relay);
+        // multi-route forms are never relayed, even for a relay client
+        for bad in [
+            "<x%far.test@backup.test>",
+            "<far.test!x@backup.test>",
+            "<\"x@far.test\"@backup.test>",
+            "<@backup.test:x@far.test>",
+            "<x%evil.test@far.test>",
+        ] {
+            assert_eq!(route(bad, client).unwrap_err().check, CheckId::Relay, "{bad}");
+        }
+        // a local recipient stays local for a relay client
+        assert!(matches!(route("<joe@example.test>", client), Ok(Route::Local(_))));
     }
 }
