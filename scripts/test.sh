@@ -16,4 +16,21 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The outbound tests receive mail with tests/sinks/sink.py, built on the
+# Python package aiosmtpd (PyPI), run by the `python3` found in PATH (or
+# $PYTHON): install it for that interpreter when it cannot import it.
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import aiosmtpd" >/dev/null 2>&1; then
+  echo "installing: aiosmtpd (for $PY)"
+  "$PY" -m pip install --quiet aiosmtpd \
+    || "$PY" -m pip install --quiet --break-system-packages aiosmtpd \
+    || {
+      SUDO=""
+      [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-aiosmtpd >/dev/null
+    }
+  "$PY" -c "import aiosmtpd" || { echo "aiosmtpd is still missing for $PY" >&2; exit 1; }
+fi
+
 cargo test --workspace --all-targets

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod delivery;
+pub mod facts;
 pub mod server;
 
 pub use server::Server;

@@ -23,6 +23,13 @@ fn main() {
             }
         }
         Command::CheckConfig { config } => cli::check_config::run(config),
+        Command::Queue { action, config } => match cli::queue::run(config, &action.request()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
     };
     std::process::exit(code);
 }

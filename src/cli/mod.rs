@@ -1,6 +1,7 @@
 //! The `mxguard` command line: one module per subcommand.
 
 pub mod check_config;
+pub mod queue;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,37 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Look at and act on the running server's queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    /// Every queued message with each recipient's state, next attempt and last error.
+    List,
+    /// One message in detail.
+    Show { id: String },
+    /// Try every waiting message now.
+    Flush,
+    /// Remove a message without bouncing it.
+    Delete { id: String },
+}
+
+impl QueueAction {
+    /// The control socket request for this action.
+    pub fn request(&self) -> String {
+        match self {
+            QueueAction::List => "queue list".into(),
+            QueueAction::Show { id } => format!("queue show {id}"),
+            QueueAction::Flush => "queue flush".into(),
+            QueueAction::Delete { id } => format!("queue delete {id}"),
+        }
+    }
 }
 
 const DEFAULT_PATHS: [&str; 2] = ["./mxguard.toml", "/etc/mxguard/mxguard.toml"];

@@ -1,177 +1,141 @@
-//! The delivery worker: takes durably queued messages and delivers each
-//! recipient's copy, then marks the message delivered in the queue.
+//! Delivery: from the queue to Maildirs and to other servers.
 //!
-//! It runs on its own thread (file IO and flushes block) and works in
-//! batches: every message that is waiting when it wakes is delivered in one
-//! [`maildir::Maildirs::deliver_batch`]. A copy that fails (disk full,
-//! permissions) is retried after [`RETRY_AFTER`] without delivering the
-//! copies that already succeeded again; the queue entry stays until every
-//! copy is delivered, so a crash at any point means a later delivery,
-//! never a lost message.
+//! - [`tracker`]: owns every queued message's state, schedules retries,
+//!   sends bounces and delay notices, answers `mxguard queue`.
+//! - [`local`] and [`maildir`]: the Maildir worker thread.
+//! - [`outbound`] and [`remote`]: next-hop choice (routes, smarthost, MX)
+//!   and the SMTP client.
+//! - [`dsn`]: RFC 3464 delivery status notifications.
+//!
+//! A message is removed from the queue only once every recipient is
+//! delivered or bounced; a crash at any point means a later delivery (at
+//! worst a second copy), never a lost message.
 
+pub mod dsn;
+mod local;
 pub mod maildir;
+mod outbound;
+pub mod remote;
+mod tracker;
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use mxguard_queue::{Content, Queue, QueuedMessage, Target};
+use anyhow::Context as _;
+use mxguard_config::Config;
+use mxguard_queue::schedule::RetryPolicy;
+use mxguard_queue::{Deferred, Queue, QueuedMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
-use maildir::Maildirs;
+use crate::facts::dns::Dns;
+use local::LocalWorker;
+use outbound::Outbound;
+pub use tracker::Control;
+use tracker::{Tracker, TrackerMsg};
 
-/// How long a failed copy waits before the next attempt.
-pub const RETRY_AFTER: Duration = Duration::from_secs(60);
-const MAX_BATCH: usize = 256;
-
-/// A message in the worker's hands, with the mailboxes still to serve.
-struct Work {
-    msg: QueuedMessage,
-    mailboxes: BTreeSet<String>,
+/// The running delivery machinery.
+pub struct Delivery {
+    tx: mpsc::UnboundedSender<TrackerMsg>,
+    task: JoinHandle<()>,
+    local: LocalWorker,
 }
 
-/// Handle to the worker thread.
-pub struct Delivery {
-    tx: Option<Sender<QueuedMessage>>,
-    thread: Option<JoinHandle<()>>,
+/// A cheap handle for sessions and the control socket.
+#[derive(Clone)]
+pub struct DeliveryHandle {
+    tx: mpsc::UnboundedSender<TrackerMsg>,
+}
+
+impl DeliveryHandle {
+    /// Hands over a message that is durably queued.
+    pub fn submit(&self, msg: QueuedMessage) {
+        let _ = self.tx.send(TrackerMsg::New(msg));
+    }
+
+    /// Runs a `mxguard queue` request; returns the text to show.
+    pub async fn control(&self, c: Control) -> String {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(TrackerMsg::Control(c, tx)).is_err() {
+            return "mxguard is stopping\n".into();
+        }
+        rx.await.unwrap_or_else(|_| "mxguard is stopping\n".into())
+    }
+}
+
+/// The retry policy of `[queue]`.
+pub fn retry_policy(cfg: &Config) -> RetryPolicy {
+    RetryPolicy {
+        retry: cfg.queue.retry.clone(),
+        max_age: cfg.queue.max_age,
+        delay_warning: cfg.queue.delay_warning,
+    }
 }
 
 impl Delivery {
-    /// Starts the worker; `mail_root` is `data_dir/mail`.
-    pub fn start(mail_root: PathBuf, hostname: &str, queue: Queue) -> std::io::Result<Delivery> {
-        let (tx, rx) = mpsc::channel();
-        let maildirs = Maildirs::new(mail_root, hostname);
-        let thread = std::thread::Builder::new()
-            .name("delivery".into())
-            .spawn(move || run(rx, maildirs, queue))?;
-        Ok(Delivery {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Hands over a queued message.
-    pub fn submit(&self, msg: QueuedMessage) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(msg);
+    /// Starts delivery (inside the tokio runtime) with the messages the
+    /// journal still holds and those in the deferred store.
+    pub fn start(
+        cfg: Arc<Config>,
+        queue: Queue,
+        pending: Vec<QueuedMessage>,
+        own_addrs: Vec<SocketAddr>,
+    ) -> anyhow::Result<Delivery> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let data_dir = &cfg.server.data_dir;
+        let local = LocalWorker::start(data_dir.join("mail"), &cfg.server.hostname, tx.clone())
+            .context("cannot start the local delivery worker")?;
+        let dns = Dns::from_config(&cfg.dns).context("cannot set up the DNS resolver of [dns]")?;
+        let deferred = Deferred::open(queue.dir())
+            .with_context(|| format!("cannot open {}/deferred", queue.dir().display()))?;
+        let (stored, warnings) = deferred
+            .load_all()
+            .with_context(|| format!("cannot read {}/deferred", queue.dir().display()))?;
+        for w in warnings {
+            tracing::warn!("deferred queue: {w}");
         }
-    }
-
-    /// A sender for other threads and tasks.
-    pub fn sender(&self) -> Option<Sender<QueuedMessage>> {
-        self.tx.clone()
-    }
-
-    /// Finishes the messages already handed over and stops. Copies waiting
-    /// for a retry stay in the queue for the next start.
-    pub fn stop(mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn run(rx: Receiver<QueuedMessage>, mut maildirs: Maildirs, queue: Queue) {
-    let mut retry: Vec<(Instant, Work)> = Vec::new();
-    loop {
-        let wait = retry
-            .iter()
-            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
-            .min()
-            .unwrap_or(Duration::from_secs(3600));
-        let mut batch: Vec<Work> = Vec::new();
-        match rx.recv_timeout(wait) {
-            Ok(m) => batch.push(Work::new(m)),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(Work::new(m)),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = retry.into_iter().partition(|(at, _)| *at <= now);
-        retry = later;
-        batch.extend(due.into_iter().map(|(_, w)| w));
-        if batch.is_empty() {
-            continue;
-        }
-        for w in deliver(&mut maildirs, &queue, batch) {
-            retry.push((Instant::now() + RETRY_AFTER, w));
-        }
-    }
-}
-
-impl Work {
-    fn new(msg: QueuedMessage) -> Work {
-        // One copy per mailbox, even when several RCPTs (an account and its
-        // alias) lead to the same one.
-        let mailboxes = msg
-            .envelope
-            .recipients
-            .iter()
-            .map(|r| match &r.target {
-                Target::Local { mailbox } => mailbox.clone(),
-            })
-            .collect();
-        Work { msg, mailboxes }
-    }
-}
-
-/// Delivers a batch; returns the work that must be tried again.
-fn deliver(maildirs: &mut Maildirs, queue: &Queue, batch: Vec<Work>) -> Vec<Work> {
-    let mut items: Vec<(PathBuf, &Content)> = Vec::new();
-    let mut owners: Vec<(usize, String)> = Vec::new();
-    let mut failed: Vec<Vec<(String, String)>> = vec![Vec::new(); batch.len()];
-    for (i, w) in batch.iter().enumerate() {
-        for mb in &w.mailboxes {
-            match maildirs.path_for(mb) {
-                Ok(p) => {
-                    items.push((p, &w.msg.content));
-                    owners.push((i, mb.clone()));
-                }
-                Err(e) => failed[i].push((mb.clone(), e.to_string())),
-            }
-        }
-    }
-    let results = maildirs.deliver_batch(&items);
-    drop(items);
-    let mut done: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
-    for ((i, mb), r) in owners.into_iter().zip(results) {
-        match r {
-            Ok(()) => done[i].push(mb),
-            Err(e) => failed[i].push((mb, e.to_string())),
-        }
-    }
-    let mut again = Vec::new();
-    for (i, mut w) in batch.into_iter().enumerate() {
-        for mb in &done[i] {
+        if !stored.is_empty() || !pending.is_empty() {
             tracing::info!(
-                queue_id = %w.msg.envelope.id,
-                mailbox = %mb,
-                size = w.msg.content.len(),
-                "delivered to Maildir"
-            );
-            w.mailboxes.remove(mb);
-        }
-        for (mb, err) in &failed[i] {
-            tracing::warn!(
-                queue_id = %w.msg.envelope.id,
-                mailbox = %mb,
-                error = %err,
-                retry_in = ?RETRY_AFTER,
-                "Maildir delivery failed; will retry"
+                deferred = stored.len(),
+                journal = pending.len(),
+                "queue recovery: resuming delivery of messages left from the last run"
             );
         }
-        if w.mailboxes.is_empty() {
-            queue.delivered(w.msg.loc);
-        } else {
-            again.push(w);
+        let outbound = Arc::new(Outbound::new(cfg.clone(), dns, own_addrs));
+        let local_tx = local
+            .sender()
+            .ok_or_else(|| anyhow::anyhow!("local delivery worker is not running"))?;
+        let mut tracker = Tracker::new(
+            cfg.clone(),
+            queue,
+            deferred,
+            retry_policy(&cfg),
+            local_tx,
+            outbound,
+            tx.clone(),
+        );
+        tracker.adopt_deferred(stored);
+        for m in pending {
+            let _ = tx.send(TrackerMsg::New(m));
+        }
+        let task = tokio::spawn(tracker.run(rx));
+        Ok(Delivery { tx, task, local })
+    }
+
+    pub fn handle(&self) -> DeliveryHandle {
+        DeliveryHandle {
+            tx: self.tx.clone(),
         }
     }
-    again
+
+    /// Lets work in progress finish (bounded) and stops.
+    pub async fn stop(self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(TrackerMsg::Stop(done_tx)).is_ok() {
+            let _ = done_rx.await;
+        }
+        let _ = self.task.await;
+        let local = self.local;
+        let _ = tokio::task::spawn_blocking(move || local.stop()).await;
+    }
 }

@@ -7,11 +7,11 @@
 //! sessions finish the message they are in (up to [`GRACE`]), flushes the
 //! queue and returns.
 
+pub mod control;
 mod smtp;
 pub mod trace;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,11 +19,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mxguard_config::{Config, Role, VrfyMode};
 use mxguard_proto::smtp::{SessionConfig, VrfyPolicy};
-use mxguard_queue::{Queue, QueuedMessage};
+use mxguard_queue::Queue;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, DeliveryHandle};
 
 /// How long sessions in flight may take to finish once a stop is asked.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -38,7 +38,7 @@ pub(crate) struct ListenerCtx {
     pub role: Role,
     pub session: Arc<SessionConfig>,
     pub queue: Queue,
-    pub delivery: std::sync::mpsc::Sender<QueuedMessage>,
+    pub delivery: DeliveryHandle,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -47,6 +47,7 @@ pub struct Server {
     listeners: Vec<(TcpListener, Arc<ListenerCtx>)>,
     queue: Queue,
     delivery: Delivery,
+    control: tokio::net::UnixListener,
 }
 
 impl Server {
@@ -63,26 +64,23 @@ impl Server {
         for w in warnings {
             tracing::warn!("queue recovery: {w}");
         }
-        let mail_root: PathBuf = data_dir.join("mail");
-        let delivery = Delivery::start(mail_root, &config.server.hostname, queue.clone())
-            .context("cannot start the delivery worker")?;
-        if !pending.is_empty() {
-            tracing::info!(
-                messages = pending.len(),
-                "queue recovery: delivering messages left from the last run"
-            );
-        }
-        for m in pending {
-            delivery.submit(m);
-        }
-        let delivery_tx = delivery
-            .sender()
-            .ok_or_else(|| anyhow::anyhow!("delivery worker is not running"))?;
-        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.address).await.with_context(|| {
                 format!("cannot listen on {} (role {})", l.address, l.role.as_str())
             })?;
+            bound.push((listener, l.role));
+        }
+        let own: Vec<SocketAddr> = bound
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect();
+        let control = control::bind(&data_dir).with_context(|| {
+            format!("cannot create the control socket in {}", data_dir.display())
+        })?;
+        let delivery = Delivery::start(config.clone(), queue.clone(), pending, own)?;
+        let mut listeners = Vec::new();
+        for (listener, role) in bound {
             let session = Arc::new(SessionConfig {
                 hostname: config.server.hostname.clone(),
                 max_message_size: config.server.max_message_size,
@@ -93,15 +91,15 @@ impl Server {
                     VrfyMode::On => VrfyPolicy::On,
                 },
                 expn: config.smtp.expn == mxguard_config::ExpnMode::On,
-                require_auth: l.role == Role::Submission,
+                require_auth: role == Role::Submission,
                 max_errors: None,
             });
             let ctx = Arc::new(ListenerCtx {
                 config: config.clone(),
-                role: l.role,
+                role,
                 session,
                 queue: queue.clone(),
-                delivery: delivery_tx.clone(),
+                delivery: delivery.handle(),
             });
             listeners.push((listener, ctx));
         }
@@ -110,6 +108,7 @@ impl Server {
             listeners,
             queue,
             delivery,
+            control,
         })
     }
 
@@ -136,6 +135,11 @@ impl Server {
             accept_tasks.push(tokio::spawn(accept_loop(listener, ctx, stop_rx, alive_tx)));
         }
         drop(alive_tx);
+        let control_task = tokio::spawn(control::serve(
+            self.control,
+            self.delivery.handle(),
+            stop_rx.clone(),
+        ));
         stop.await;
         tracing::info!("stopping: no new connections; sessions finish their message");
         let _ = stop_tx.send(true);
@@ -145,14 +149,13 @@ impl Server {
         if tokio::time::timeout(GRACE, alive_rx.recv()).await.is_err() {
             tracing::warn!(grace = ?GRACE, "sessions still open after the grace period are cut");
         }
+        let _ = control_task.await;
+        let _ = std::fs::remove_file(control::socket_path(&self.config.server.data_dir));
+        self.delivery.stop().await;
         let queue = self.queue.clone();
-        let delivery = self.delivery;
-        tokio::task::spawn_blocking(move || {
-            delivery.stop();
-            queue.shutdown();
-        })
-        .await
-        .context("stopping the delivery worker")?;
+        tokio::task::spawn_blocking(move || queue.shutdown())
+            .await
+            .context("stopping the queue")?;
         tracing::info!(hostname = %self.config.server.hostname, "stopped");
         Ok(())
     }

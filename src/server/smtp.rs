@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use mxguard_config::Role;
-use mxguard_policy::recipient::route_recipient;
+use mxguard_policy::recipient::{Route, route_recipient};
 use mxguard_proto::smtp::{Decision, Event, Output, Session, TimeoutKind};
 use mxguard_proto::{Path, Reply};
 use mxguard_queue::{Body, Envelope, Recipient, Target, new_queue_id};
@@ -253,16 +253,24 @@ impl Conn {
 
     fn rcpt(&mut self, to: Path) -> Decision {
         let shown = to.mailbox.to_string();
-        match route_recipient(&self.ctx.config, &to) {
-            Ok(local) => {
+        match route_recipient(&self.ctx.config, &to, self.peer.ip()) {
+            Ok(Route::Local(local)) => {
                 tracing::debug!(session = %self.id, rcpt = %shown, mailbox = %local.mailbox,
                     via = local.via.as_str(), "RCPT OK (local mailbox)");
-                self.recipients.push(Recipient {
-                    address: shown,
-                    target: Target::Local {
+                self.recipients.push(Recipient::new(
+                    shown,
+                    Target::Local {
                         mailbox: local.mailbox,
                     },
-                });
+                ));
+                Decision::Accept(None)
+            }
+            Ok(Route::Relay(reason)) => {
+                tracing::info!(
+                    session = %self.id, client = %self.peer.ip(), helo = %self.helo, from = %self.sender_shown(),
+                    rcpt = %shown, check = "relay", "RCPT OK ({})", reason.as_str()
+                );
+                self.recipients.push(Recipient::new(shown, Target::Remote));
                 Decision::Accept(None)
             }
             Err(v) => {
@@ -368,6 +376,7 @@ impl Conn {
             client_ip: self.peer.ip().to_string(),
             helo: self.helo.clone(),
             recipients: std::mem::take(&mut self.recipients),
+            warned: false,
         };
         let nrcpt = envelope.recipients.len();
         let (tx, rx) = oneshot::channel();
@@ -394,7 +403,7 @@ impl Conn {
                     0,
                     &format!("Ok: queued as {}", queued.envelope.id),
                 );
-                let _ = self.ctx.delivery.send(queued);
+                self.ctx.delivery.submit(queued);
                 Decision::Accept(Some(reply))
             }
             Ok(Err(e)) => self.queue_failure(&e.to_string()),

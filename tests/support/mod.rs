@@ -6,6 +6,11 @@
 //! saw (the server's log, the files found), never hangs.
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod net;
+pub mod outbound;
+pub mod sink;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -42,6 +47,11 @@ pub struct ConfigBuilder {
     pub data_timeout: Option<String>,
     /// Raw TOML appended at the end of the file.
     pub extra: String,
+    /// Replaces the local domains (default example.test and other.test);
+    /// the other.test catchall is kept only while other.test is listed.
+    pub local_domains: Option<Vec<String>>,
+    /// Outbound delivery: `domains.relay_to`, `[dns]`, `[relay]`, `[queue]`.
+    pub outbound: outbound::OutboundSettings,
 }
 
 impl ConfigBuilder {
@@ -74,6 +84,75 @@ impl ConfigBuilder {
         self
     }
 
+    /// Only these local domains (see `local_domains`).
+    pub fn local_domains(mut self, domains: &[&str]) -> Self {
+        self.local_domains = Some(domains.iter().map(|d| d.to_string()).collect());
+        self
+    }
+
+    /// `domains.relay_to`: domains accepted from anyone and relayed on.
+    pub fn relay_to(mut self, domains: &[&str]) -> Self {
+        self.outbound.relay_to = domains.iter().map(|d| d.to_string()).collect();
+        self
+    }
+
+    /// Adds a `dns.nameservers` entry ("127.0.0.1:PORT").
+    pub fn nameserver(mut self, addr: &str) -> Self {
+        self.outbound.nameservers.push(addr.to_string());
+        self
+    }
+
+    /// `dns.timeout`.
+    pub fn dns_timeout(mut self, d: &str) -> Self {
+        self.outbound.dns_timeout = Some(d.to_string());
+        self
+    }
+
+    /// `relay.clients`.
+    pub fn relay_clients(mut self, clients: &[&str]) -> Self {
+        self.outbound.relay_clients = Some(clients.iter().map(|c| c.to_string()).collect());
+        self
+    }
+
+    /// `relay.smarthost`.
+    pub fn smarthost(mut self, addr: &str) -> Self {
+        self.outbound.smarthost = Some(addr.to_string());
+        self
+    }
+
+    /// One entry of `relay.routes` (replaces an earlier one for `domain`).
+    pub fn route(mut self, domain: &str, addr: &str) -> Self {
+        self.outbound.routes.retain(|(d, _)| d != domain);
+        self.outbound
+            .routes
+            .push((domain.to_string(), addr.to_string()));
+        self
+    }
+
+    /// `relay.mx_port`.
+    pub fn mx_port(mut self, port: u16) -> Self {
+        self.outbound.mx_port = Some(port);
+        self
+    }
+
+    /// `queue.retry`.
+    pub fn queue_retry(mut self, delays: &[&str]) -> Self {
+        self.outbound.queue_retry = Some(delays.iter().map(|d| d.to_string()).collect());
+        self
+    }
+
+    /// `queue.max_age`.
+    pub fn queue_max_age(mut self, d: &str) -> Self {
+        self.outbound.queue_max_age = Some(d.to_string());
+        self
+    }
+
+    /// `queue.delay_warning`.
+    pub fn delay_warning(mut self, d: &str) -> Self {
+        self.outbound.delay_warning = Some(d.to_string());
+        self
+    }
+
     /// How many listeners the file declares.
     pub fn listener_count(&self) -> usize {
         if self.submission { 2 } else { 1 }
@@ -97,10 +176,21 @@ impl ConfigBuilder {
         if self.submission {
             s.push_str("\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\n");
         }
+        match &self.local_domains {
+            None => s.push_str(
+                "\n[domains]\nlocal = [\"example.test\", \"other.test\"]\n\
+                 catchall = { \"other.test\" = \"postmaster@example.test\" }\n",
+            ),
+            Some(local) => {
+                writeln!(s, "\n[domains]\nlocal = {}", toml_str_array(local)).unwrap();
+                if local.iter().any(|d| d == "other.test") {
+                    s.push_str("catchall = { \"other.test\" = \"postmaster@example.test\" }\n");
+                }
+            }
+        }
+        self.outbound.render_domains(&mut s);
         s.push_str(
-            "\n[domains]\nlocal = [\"example.test\", \"other.test\"]\n\
-             catchall = { \"other.test\" = \"postmaster@example.test\" }\n\
-             \n[[account]]\naddress = \"joe@example.test\"\naliases = [\"joseph@example.test\"]\n\
+            "\n[[account]]\naddress = \"joe@example.test\"\naliases = [\"joseph@example.test\"]\n\
              \n[[account]]\naddress = \"postmaster@example.test\"\n",
         );
         if self.command_timeout.is_some() || self.data_timeout.is_some() {
@@ -112,9 +202,16 @@ impl ConfigBuilder {
                 writeln!(s, "data = {}", toml_str(d)).unwrap();
             }
         }
+        self.outbound.render_sections(&mut s);
         s.push_str(&self.extra);
         s
     }
+}
+
+/// A TOML array of basic strings.
+pub fn toml_str_array<S: AsRef<str>>(items: &[S]) -> String {
+    let parts: Vec<String> = items.iter().map(|i| toml_str(i.as_ref())).collect();
+    format!("[{}]", parts.join(", "))
 }
 
 /// A TOML basic string.

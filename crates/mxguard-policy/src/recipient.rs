@@ -146,7 +146,9 @@ fn relay_denied(shown: &str) -> Verdict {
         (5, 7, 1),
         "Relay access denied",
         CheckId::Relay,
-        format!("{shown} is not in a local domain nor in relay_to, and the client is not in relay.clients"),
+        format!(
+            "{shown} is not in a local domain nor in relay_to, and the client is not in relay.clients"
+        ),
     )
 }
 
@@ -240,7 +242,10 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
         let path = parse_path("<anyone@other.test>", false).unwrap().unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(route_recipient(&cfg, &path, ip).unwrap_err().check, CheckId::UnknownUser);
+        assert_eq!(
+            route_recipient(&cfg, &path, ip).unwrap_err().check,
+            CheckId::UnknownUser
+        );
     }
 
     #[test]
@@ -252,11 +257,24 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
         let client: IpAddr = "10.1.2.3".parse().unwrap();
-        let route = |addr: &str, ip| route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip);
-        assert_eq!(route("<x@backup.test>", stranger), Ok(Route::Relay(RelayReason::RelayTo)));
-        assert_eq!(route("<x@Backup.Test>", stranger), Ok(Route::Relay(RelayReason::RelayTo)));
-        assert_eq!(route("<x@far.test>", client), Ok(Route::Relay(RelayReason::ClientAddress)));
-        assert_eq!(route("<x@far.test>", stranger).unwrap_err().check, CheckId::Relay);
+        let route =
+            |addr: &str, ip| route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip);
+        assert_eq!(
+            route("<x@backup.test>", stranger),
+            Ok(Route::Relay(RelayReason::RelayTo))
+        );
+        assert_eq!(
+            route("<x@Backup.Test>", stranger),
+            Ok(Route::Relay(RelayReason::RelayTo))
+        );
+        assert_eq!(
+            route("<x@far.test>", client),
+            Ok(Route::Relay(RelayReason::ClientAddress))
+        );
+        assert_eq!(
+            route("<x@far.test>", stranger).unwrap_err().check,
+            CheckId::Relay
+        );
         // multi-route forms are never relayed, even for a relay client
         for bad in [
             "<x%far.test@backup.test>",
@@ -265,9 +283,16 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             "<@backup.test:x@far.test>",
             "<x%evil.test@far.test>",
         ] {
-            assert_eq!(route(bad, client).unwrap_err().check, CheckId::Relay, "{bad}");
+            assert_eq!(
+                route(bad, client).unwrap_err().check,
+                CheckId::Relay,
+                "{bad}"
+            );
         }
         // a local recipient stays local for a relay client
-        assert!(matches!(route("<joe@example.test>", client), Ok(Route::Local(_))));
+        assert!(matches!(
+            route("<joe@example.test>", client),
+            Ok(Route::Local(_))
+        ));
     }
 }

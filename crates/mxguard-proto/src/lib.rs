@@ -5,6 +5,8 @@
 //!   validated in one constructor.
 //! - [`address`]: RFC 5321 paths and mailboxes, with source routes kept.
 //! - [`command`]: one command line into a [`command::Command`].
+//! - [`client`]: the sans-IO parts of the outbound client: a reply parser,
+//!   EHLO extensions and the DATA body encoder.
 //! - [`smtp::Session`]: the server side state machine. Bytes in, replies
 //!   and events out; the tokio driver in the `mxguard` binary feeds it.
 //!
@@ -12,6 +14,7 @@
 //! tests drive it directly, and fuzzing it needs no setup.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod reply;
 pub mod smtp;

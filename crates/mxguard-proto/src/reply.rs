@@ -154,6 +154,12 @@ impl Reply {
         self.lines.first().map(String::as_str).unwrap_or("")
     }
 
+    /// The text of every line (without code and enhanced code); a reply
+    /// has at least one line.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
     pub fn is_positive(&self) -> bool {
         self.code < 400
     }

@@ -64,6 +64,20 @@ impl Content {
         }
     }
 
+    /// The first `max` octets (enough for the header section of a bounce).
+    pub fn head(&self, max: usize) -> io::Result<Vec<u8>> {
+        match self {
+            Content::Memory(m) => Ok(m[..m.len().min(max)].to_vec()),
+            Content::Stored { path, offset, len } => {
+                let mut f = File::open(path)?;
+                f.seek(SeekFrom::Start(*offset))?;
+                let mut v = Vec::with_capacity((*len).min(max as u64) as usize);
+                f.take((*len).min(max as u64)).read_to_end(&mut v)?;
+                Ok(v)
+            }
+        }
+    }
+
     /// The whole content in memory (for tests and small messages).
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         let mut v = Vec::with_capacity(self.len() as usize);

@@ -8,8 +8,13 @@
 //! client 192.0.2.1
 //! helo mail.example.net
 //! rcpt <joe@example.test> local joe@example.test
+//! rcpt <ann@remote.test> remote - pending 2 1795000900 451 4.7.1 try later
 //! (empty line, then the message exactly as it will be delivered)
 //! ```
+//!
+//! A recipient line may carry its delivery state after the target: status,
+//! attempts, next attempt (Unix seconds) and the last error to the end of
+//! the line. Without them the recipient is pending with no attempt yet.
 //!
 //! # Security
 //! Values come from the SMTP client (HELO name, addresses). They cannot
@@ -26,6 +31,28 @@ const MAGIC: &str = "MXGUARD-QUEUE 1";
 pub enum Target {
     /// The Maildir of this account (its canonical address).
     Local { mailbox: String },
+    /// Another server, found by route, smarthost or MX at delivery time.
+    Remote,
+}
+
+/// Where a recipient stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcptStatus {
+    /// Not yet delivered; will be tried (again).
+    Pending,
+    Delivered,
+    /// Failed for good; the sender has been (or will be) told.
+    Failed,
+}
+
+impl RcptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RcptStatus::Pending => "pending",
+            RcptStatus::Delivered => "delivered",
+            RcptStatus::Failed => "failed",
+        }
+    }
 }
 
 /// One recipient of a queued message.
@@ -34,6 +61,28 @@ pub struct Recipient {
     /// The address as given in RCPT TO (without brackets).
     pub address: String,
     pub target: Target,
+    pub status: RcptStatus,
+    /// Delivery attempts that failed temporarily so far.
+    pub attempts: u32,
+    /// When to try next (Unix seconds); 0 = as soon as possible.
+    pub next_attempt: u64,
+    /// The last failure (a remote reply or a local error), for logs, the
+    /// queue listing and bounces.
+    pub last_error: String,
+}
+
+impl Recipient {
+    /// A recipient not yet tried.
+    pub fn new(address: String, target: Target) -> Recipient {
+        Recipient {
+            address,
+            target,
+            status: RcptStatus::Pending,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: String::new(),
+        }
+    }
 }
 
 /// The envelope of a queued message.
@@ -47,6 +96,8 @@ pub struct Envelope {
     pub client_ip: String,
     pub helo: String,
     pub recipients: Vec<Recipient>,
+    /// A delay notice has been sent to the sender.
+    pub warned: bool,
 }
 
 /// Why an envelope could not be read back.
@@ -82,17 +133,30 @@ impl Envelope {
         let _ = writeln!(s, "from <{}>", clean_token(&self.sender));
         let _ = writeln!(s, "client {}", clean_token(&self.client_ip));
         let _ = writeln!(s, "helo {}", clean(&self.helo));
+        if self.warned {
+            let _ = writeln!(s, "warned 1");
+        }
         for r in &self.recipients {
-            match &r.target {
-                Target::Local { mailbox } => {
-                    let _ = writeln!(
-                        s,
-                        "rcpt <{}> local {}",
-                        clean_token(&r.address),
-                        clean_token(mailbox)
-                    );
-                }
+            let (kind, mailbox) = match &r.target {
+                Target::Local { mailbox } => ("local", clean_token(mailbox)),
+                Target::Remote => ("remote", "-".to_string()),
+            };
+            let _ = write!(s, "rcpt <{}> {kind} {mailbox}", clean_token(&r.address));
+            let fresh = r.status == RcptStatus::Pending
+                && r.attempts == 0
+                && r.next_attempt == 0
+                && r.last_error.is_empty();
+            if !fresh {
+                let _ = write!(
+                    s,
+                    " {} {} {} {}",
+                    r.status.as_str(),
+                    r.attempts,
+                    r.next_attempt,
+                    clean(&r.last_error)
+                );
             }
+            s.push('\n');
         }
         s.push('\n');
         s.into_bytes()
@@ -117,6 +181,7 @@ impl Envelope {
             client_ip: String::new(),
             helo: String::new(),
             recipients: Vec::new(),
+            warned: false,
         };
         let bracketed = |v: &str| -> Result<String, EnvelopeError> {
             v.strip_prefix('<')
@@ -132,16 +197,36 @@ impl Envelope {
                 "from" => env.sender = bracketed(value)?,
                 "client" => env.client_ip = value.to_string(),
                 "helo" => env.helo = value.to_string(),
+                "warned" => env.warned = value == "1",
                 "rcpt" => {
-                    let mut parts = value.split(' ');
+                    let mut parts = value.splitn(7, ' ');
                     let address = bracketed(parts.next().unwrap_or(""))?;
                     let target = match (parts.next(), parts.next()) {
                         (Some("local"), Some(mailbox)) => Target::Local {
                             mailbox: mailbox.to_string(),
                         },
+                        (Some("remote"), Some(_)) => Target::Remote,
                         _ => return Err(err("bad recipient target")),
                     };
-                    env.recipients.push(Recipient { address, target });
+                    let mut r = Recipient::new(address, target);
+                    if let Some(status) = parts.next() {
+                        r.status = match status {
+                            "pending" => RcptStatus::Pending,
+                            "delivered" => RcptStatus::Delivered,
+                            "failed" => RcptStatus::Failed,
+                            _ => return Err(err("bad recipient status")),
+                        };
+                        r.attempts = parts
+                            .next()
+                            .and_then(|v| v.parse().ok())
+                            .ok_or_else(|| err("bad attempts"))?;
+                        r.next_attempt = parts
+                            .next()
+                            .and_then(|v| v.parse().ok())
+                            .ok_or_else(|| err("bad next attempt"))?;
+                        r.last_error = parts.next().unwrap_or("").to_string();
+                    }
+                    env.recipients.push(r);
                 }
                 // Unknown keys are skipped so an older mxguard can still
                 // deliver what a newer one queued.
@@ -167,17 +252,35 @@ mod tests {
             sender: String::new(),
             client_ip: "192.0.2.1".into(),
             helo: "evil\r\nrcpt <x@y> local x@y".into(),
-            recipients: vec![Recipient {
-                address: "Joe@example.test".into(),
-                target: Target::Local {
-                    mailbox: "joe@example.test".into(),
+            recipients: vec![
+                Recipient::new(
+                    "Joe@example.test".into(),
+                    Target::Local {
+                        mailbox: "joe@example.test".into(),
+                    },
+                ),
+                Recipient {
+                    status: RcptStatus::Pending,
+                    attempts: 2,
+                    next_attempt: 1795000900,
+                    last_error: "451 4.7.1 try later\r\nrcpt <x@y> local x@y".into(),
+                    ..Recipient::new("ann@remote.test".into(), Target::Remote)
                 },
-            }],
+            ],
+            warned: true,
         };
         let mut bytes = env.to_bytes();
         bytes.extend_from_slice(b"Subject: x\r\n\r\nbody\r\n");
         let (back, off) = Envelope::parse(&bytes).unwrap();
-        assert_eq!(back.recipients, env.recipients);
+        assert_eq!(back.recipients[0], env.recipients[0]);
+        assert_eq!(back.recipients[1].attempts, 2);
+        assert_eq!(back.recipients[1].next_attempt, 1795000900);
+        assert_eq!(
+            back.recipients[1].last_error,
+            "451 4.7.1 try later??rcpt <x@y> local x@y"
+        );
+        assert_eq!(back.recipients.len(), 2);
+        assert!(back.warned);
         assert_eq!(back.sender, "");
         assert!(!back.helo.contains('\n'));
         assert_eq!(&bytes[off..], b"Subject: x\r\n\r\nbody\r\n");

@@ -23,8 +23,10 @@
 //! parsed defensively.
 
 mod content;
+pub mod deferred;
 pub mod envelope;
 mod journal;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,8 +39,10 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use content::{Body, Content};
-pub use envelope::{Envelope, Recipient, Target};
+pub use deferred::Deferred;
+pub use envelope::{Envelope, RcptStatus, Recipient, Target};
 pub use journal::RecordLoc;
+pub use schedule::{Outcome, RetryPolicy};
 
 /// A new segment is started past this size.
 const MAX_SEGMENT: u64 = 64 * 1024 * 1024;

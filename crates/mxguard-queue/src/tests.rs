@@ -8,12 +8,13 @@ fn env(id: &str) -> Envelope {
         sender: "a@b.test".into(),
         client_ip: "127.0.0.1".into(),
         helo: "c.test".into(),
-        recipients: vec![Recipient {
-            address: "joe@example.test".into(),
-            target: Target::Local {
+        recipients: vec![Recipient::new(
+            "joe@example.test".into(),
+            Target::Local {
                 mailbox: "joe@example.test".into(),
             },
-        }],
+        )],
+        warned: false,
     }
 }
 

@@ -1,0 +1,164 @@
+//! DNS lookups through the `[dns]` resolver: MX hosts and addresses for
+//! delivery.
+//!
+//! With `dns.nameservers` set, every query goes to those servers (UDP, then
+//! TCP on truncation), nothing is answered from /etc/hosts, and the cache is
+//! off only for tests' sake when the TTLs say so; otherwise the system's
+//! resolver configuration is used. A lookup either finds records, finds
+//! that there are none (NXDOMAIN or no records of the type: a definite
+//! answer), or fails temporarily (timeout, SERVFAIL): callers must never
+//! treat the last as the second (RFC 2505 §4: DNS trouble is a 4xx).
+//!
+//! # Security
+//! Answers come from the network. Names are used only as names to look up
+//! or connect to; a null MX (RFC 7505) and empty answers are handled.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use mxguard_config::DnsConfig;
+
+/// A lookup that did not find records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// The name does not exist (NXDOMAIN).
+    #[error("{0}: no such domain")]
+    NoDomain(String),
+    /// The name exists but has no record of the type asked.
+    #[error("{0}: no {1} records")]
+    NoRecords(String, &'static str),
+    /// Timeout, SERVFAIL, network trouble: try again later.
+    #[error("{0}: DNS lookup failed: {1}")]
+    Temporary(String, String),
+}
+
+/// One MX record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mx {
+    pub preference: u16,
+    /// The exchange, without the trailing dot; "." for a null MX.
+    pub exchange: String,
+}
+
+/// The resolver.
+#[derive(Clone)]
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+fn classify(name: &str, kind: &'static str, e: NetError) -> DnsError {
+    if e.is_nx_domain() {
+        DnsError::NoDomain(name.to_string())
+    } else if e.is_no_records_found() {
+        DnsError::NoRecords(name.to_string(), kind)
+    } else {
+        DnsError::Temporary(name.to_string(), e.to_string())
+    }
+}
+
+/// Makes `name` fully qualified, so no search domain is ever appended.
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+impl Dns {
+    /// Builds the resolver of `[dns]`.
+    pub fn from_config(cfg: &DnsConfig) -> Result<Dns, NetError> {
+        let builder = if cfg.nameservers.is_empty() {
+            let mut b = TokioResolver::builder_tokio()?;
+            b.options_mut().timeout = cfg.timeout;
+            b
+        } else {
+            let servers = cfg
+                .nameservers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            let mut opts = ResolverOpts::default();
+            opts.timeout = cfg.timeout;
+            opts.attempts = 1;
+            opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
+            .with_options(opts)
+        };
+        Ok(Dns {
+            resolver: builder.build()?,
+        })
+    }
+
+    /// MX records of a domain, best (lowest preference) first.
+    pub async fn mx(&self, domain: &str) -> Result<Vec<Mx>, DnsError> {
+        let lookup = self
+            .resolver
+            .mx_lookup(fqdn(domain))
+            .await
+            .map_err(|e| classify(domain, "MX", e))?;
+        let mut out: Vec<Mx> = lookup
+            .answers()
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::MX(m) => {
+                    let ex = m.exchange.to_ascii();
+                    let ex = ex
+                        .strip_suffix('.')
+                        .filter(|e| !e.is_empty())
+                        .unwrap_or(".");
+                    Some(Mx {
+                        preference: m.preference,
+                        exchange: ex.to_lowercase(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if out.is_empty() {
+            return Err(DnsError::NoRecords(domain.to_string(), "MX"));
+        }
+        out.sort_by_key(|m| m.preference);
+        Ok(out)
+    }
+
+    /// The IPv4 and IPv6 addresses of a host.
+    pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let lookup = self
+            .resolver
+            .lookup_ip(fqdn(host))
+            .await
+            .map_err(|e| classify(host, "A/AAAA", e))?;
+        let ips: Vec<IpAddr> = lookup.iter().collect();
+        if ips.is_empty() {
+            return Err(DnsError::NoRecords(host.to_string(), "A/AAAA"));
+        }
+        Ok(ips)
+    }
+
+    /// Addresses of a host with a port.
+    pub async fn socket_addrs(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DnsError> {
+        Ok(self
+            .ips(host)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+}

@@ -1,0 +1,3 @@
+//! Facts gathered from the outside world for decisions and delivery.
+
+pub mod dns;
