@@ -850,3 +850,89 @@ fn infra_config_renders_the_outbound_sections() {
     ));
     assert!(!d.contains("[relay]") && !d.contains("[dns]") && !d.contains("[queue]"));
 }
+
+// ---------------------------------------------------------------------------
+// delay notices and giving up
+
+/// A message that keeps failing temporarily: its sender gets one delay
+/// notice after `queue.delay_warning`, however many attempts follow.
+#[test]
+fn delayed_message_gets_one_delay_notice() {
+    let dns = TestDns::start(Zones::new());
+    let sink = Sink::start("127.0.0.1", SinkMode::Tempfail(1000));
+    let cfg = outbound_config(&dns.nameserver())
+        .route("routed.test", &sink.addr().to_string())
+        .queue_retry(&["1s"])
+        .delay_warning("1s");
+    let dir = root();
+    let server = Server::start(&cfg, dir.path());
+    let joe_new = server.new_dir("joe@example.test");
+
+    let msg = message("delayed-notice", "x@routed.test");
+    let id = relay(&server, "joe@example.test", &["x@routed.test"], &msg);
+
+    let files = support::wait_for_files(&joe_new, 1, DELIVERY);
+    let notice = unfold(&read_string(&files[0]));
+    let lower = notice.to_ascii_lowercase();
+    assert!(
+        lower.contains("action: delayed"),
+        "not a delay notice:\n{notice}"
+    );
+    assert!(
+        lower.contains("status: 4.3.0"),
+        "the 451's status is missing:\n{notice}"
+    );
+    assert!(notice.contains(&id), "the queue id is not named:\n{notice}");
+    // More attempts follow, but no second notice.
+    sink.wait_for_rcpt_attempts(4, DELIVERY);
+    assert_eq!(
+        files_in(&joe_new).len(),
+        1,
+        "a second delay notice was sent"
+    );
+    assert!(
+        queue_list(&server.config_path).contains(&id),
+        "the message left the queue"
+    );
+}
+
+/// A recipient still failing after `queue.max_age` is given up and bounced,
+/// with the last error quoted.
+#[test]
+fn message_past_max_age_is_bounced() {
+    let dns = TestDns::start(Zones::new());
+    let sink = Sink::start("127.0.0.1", SinkMode::Tempfail(1000));
+    let cfg = outbound_config(&dns.nameserver())
+        .route("routed.test", &sink.addr().to_string())
+        .queue_retry(&["1s"])
+        .queue_max_age("2s");
+    let dir = root();
+    let server = Server::start(&cfg, dir.path());
+    let joe_new = server.new_dir("joe@example.test");
+
+    let msg = message("expired", "x@routed.test");
+    let id = relay(&server, "joe@example.test", &["x@routed.test"], &msg);
+
+    let files = support::wait_for_files(&joe_new, 1, DELIVERY);
+    let bounce = unfold(&read_string(&files[0]));
+    let lower = bounce.to_ascii_lowercase();
+    assert!(
+        lower.contains("action: failed"),
+        "not a failure report:\n{bounce}"
+    );
+    assert!(
+        lower.contains("gave up after"),
+        "no reason given:\n{bounce}"
+    );
+    assert!(
+        bounce.contains("451"),
+        "the last error is not quoted:\n{bounce}"
+    );
+    wait_queue_list(
+        &server.config_path,
+        "the expired message gone",
+        Duration::from_secs(10),
+        |o| !o.contains(&id),
+    );
+    assert_eq!(sink.messages().len(), 0);
+}
