@@ -14,7 +14,8 @@ Subcommands
 What `run` measures (see bench/README.md):
   accepted  - wall time from starting the load generator until it exits
   delivered - wall time from starting the load generator until the Nth file is
-              in the Maildir's new/ (polled every 20 ms)
+              in the Maildir's new/ (polled every 20 ms); with --sink-out
+              (relay work), until smtp-sink's message counter reaches N
   CPU       - utime+stime+cutime+cstime summed over the server's process tree
               (root process plus all live descendants), after minus before.
               Children that exit during the run are reaped by their parent and
@@ -28,6 +29,7 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -304,6 +306,60 @@ def count_tree_files(directories):
     return n
 
 
+class SinkCounter:
+    """Follows the running counters of `smtp-sink -c`, written to a file as
+    "sess=S quit=Q mesg=M\r" each time a session ends, a QUIT is executed or
+    a "." is received. mesg counts the messages the sink has accepted; sess
+    the sessions (connections) that have ended. Only the bytes appended since
+    the last call are read."""
+
+    PAT = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
+
+    def __init__(self, path):
+        self.path = path
+        self.pos = 0
+        self.tail = b""
+        self.sess = self.quit = self.mesg = 0
+
+    def read(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except FileNotFoundError:
+            return self.mesg
+        self.pos += len(data)
+        data = self.tail + data
+        cut = data.rfind(b"\r")
+        if cut < 0:
+            self.tail = data
+            return self.mesg
+        self.tail = data[cut + 1:]
+        m = None
+        for m in self.PAT.finditer(data[:cut]):
+            pass
+        if m:
+            self.sess, self.quit, self.mesg = (int(x) for x in m.groups())
+        return self.mesg
+
+
+def open_connections(port):
+    """Established TCP connections whose local end is 127.0.0.1:port (the
+    accepted side of connections to a listener there)."""
+    local = f"0100007F:{port:04X}"
+    n = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                v = line.split()
+                if v[1] == local and v[3] == "01":
+                    n += 1
+    except FileNotFoundError:
+        pass
+    return n
+
+
 # ---------------------------------------------------------------- subcommands
 
 def cmd_run(a):
@@ -312,10 +368,22 @@ def cmd_run(a):
         sys.exit("procstats run: no load command given")
     if read_stat(a.root_pid) is None:
         sys.exit(f"procstats run: server pid {a.root_pid} is not running")
-    if count_files(a.maildir) != 0:
+    if (a.maildir is None) == (a.sink_out is None):
+        sys.exit("procstats run: give exactly one of --maildir and --sink-out")
+    sink = None
+    if a.sink_out:
+        sink = SinkCounter(a.sink_out)
+        sink.read()
+        if sink.mesg != 0:
+            sys.exit(f"procstats run: the sink has already counted {sink.mesg} messages before the run")
+        sess0, quit0 = sink.sess, sink.quit
+        if a.sink_pid and read_stat(a.sink_pid) is None:
+            sys.exit(f"procstats run: sink pid {a.sink_pid} is not running")
+    elif count_files(a.maildir) != 0:
         sys.exit(f"procstats run: {a.maildir} is not empty before the run")
 
     cpu0, comm0, sys0 = tree_cpu(a.root_pid)
+    sink_cpu0 = read_stat(a.sink_pid)[2] if a.sink_pid else 0
     sampler = MemSampler(a.root_pid, a.mem_interval, a.mem_budget)
     sampler.sample()
     sampler.start()
@@ -344,7 +412,7 @@ def cmd_run(a):
     wt = threading.Thread(target=waiter, daemon=True)
     wt.start()
 
-    counter = DirCounter(a.maildir)
+    counter = DirCounter(a.maildir) if sink is None else None
     status = "ok"
     t_del = None
     count = 0
@@ -352,13 +420,16 @@ def cmd_run(a):
     while True:
         now = time.monotonic()
         if t_del is None:
-            count = counter.count()
+            count = counter.count() if sink is None else sink.read()
             if count >= a.messages:
                 t_del = time.monotonic()
         if t_del is not None and "t" in exited:
             break
         if read_stat(a.root_pid) is None:
             status = "server-died"
+            break
+        if a.sink_pid and read_stat(a.sink_pid) is None:
+            status = "sink-died"
             break
         if now > deadline:
             status = "timeout"
@@ -383,17 +454,26 @@ def cmd_run(a):
             time.sleep(0.05)
     time.sleep(a.settle)
 
-    counter.close()
+    if counter is not None:
+        counter.close()
     sampler.stop()
     cpu1, comm1, sys1 = tree_cpu(a.root_pid) if read_stat(a.root_pid) else (cpu0, comm0, sys0)
+    st = read_stat(a.sink_pid) if a.sink_pid else None
+    sink_cpu = (st[2] - sink_cpu0) / CLK_TCK if st else 0.0
     client_after = os.times()
     mach1 = machine_cpu()
     self_cpu = time.process_time() - self_before
     if log is not subprocess.DEVNULL:
         log.close()
 
-    final_count = count_files(a.maildir)
-    if status == "ok" and final_count != a.messages:
+    if sink is None:
+        final_count = count_files(a.maildir)
+    else:
+        final_count = sink.read()
+        open_conns = open_connections(a.sink_port) if a.sink_port else 0
+    if status == "ok" and final_count > a.messages and sink is not None:
+        status = "duplicates"
+    elif status == "ok" and final_count != a.messages:
         status = f"count-mismatch"
     if status == "ok" and exited.get("rc") != 0:
         status = "client-failed"
@@ -435,7 +515,7 @@ def cmd_run(a):
         # busy CPU not accounted to the server, the client or this monitor:
         # other work on the machine (e.g. a build) plus kernel threads
         # (writeback, journal, softirq) working for us. A high value = noisy run.
-        "other_cpu_pct": round(100.0 * ((mach1[0] - mach0[0]) / CLK_TCK - cpu_ms / 1000.0 - client_cpu - self_cpu)
+        "other_cpu_pct": round(100.0 * ((mach1[0] - mach0[0]) / CLK_TCK - cpu_ms / 1000.0 - client_cpu - self_cpu - sink_cpu)
                                / max(1e-9, (mach1[2] - mach0[2]) / CLK_TCK), 1),
         # CPU this measuring process used (polling + memory sampling)
         "monitor_cpu_ms_per_msg": round(self_cpu * 1000.0 / n, 3),
@@ -443,6 +523,21 @@ def cmd_run(a):
         # children's time (Postfix: short-lived children land in "master").
         "cpu_by_comm": breakdown,
     }
+    if sink is not None:
+        # relay work: what the smtp-sink saw. connections = sessions ended
+        # during the run + connections still open at the end (idle ones a
+        # server keeps for reuse); duplicates = messages beyond N.
+        result.update({
+            "sink_messages": final_count,
+            "duplicates": max(0, final_count - n),
+            "sink_connections": sink.sess - sess0 + open_conns,
+            "sink_open_at_end": open_conns,
+            "sink_quits": sink.quit - quit0,
+            "msgs_per_connection": round(final_count / max(1, sink.sess - sess0 + open_conns), 2),
+            "sink_cpu_ms_per_msg": round(sink_cpu * 1000.0 / n, 3),
+        })
+        cpu_by_comm = result.pop("cpu_by_comm")
+        result["cpu_by_comm"] = cpu_by_comm
     labels = dict(kv.split("=", 1) for kv in a.label)
     if a.csv:
         row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **labels}
@@ -461,7 +556,9 @@ def cmd_run(a):
           f"server CPU {result['server_cpu_ms_per_msg']:.2f} ms/msg, "
           f"client CPU {result['client_cpu_ms_per_msg']:.2f} ms/msg, "
           f"peak PSS {result['peak_pss_mib']:.1f} MiB, RSS {result['peak_rss_mib']:.1f} MiB, "
-          f"{sampler.peak_procs} procs, {final_count}/{n} delivered",
+          f"{sampler.peak_procs} procs, {final_count}/{n} "
+          + ("delivered" if sink is None else
+             f"at the sink over {result['sink_connections']} connections, sink CPU {result['sink_cpu_ms_per_msg']:.2f} ms/msg"),
           file=sys.stderr)
     return 0 if status == "ok" else 1
 
@@ -577,9 +674,15 @@ def ratio(a, b):
 def cmd_summarize(a):
     with open(a.csv) as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    relay = bool(rows) and "sink_messages" in rows[0]
     fields = [("accepted_mps", 0), ("delivered_mps", 0),
               ("server_cpu_ms_per_msg", 2), ("peak_pss_mib", 1),
               ("peak_rss_mib", 1)]
+    if relay:
+        # relay work: also the system part of the server's CPU and the
+        # number of connections the sink saw
+        fields.insert(3, ("server_sys_ms_per_msg", 2))
+        fields.append(("sink_connections", 0))
     concs = sorted({int(r["conc"]) for r in rows})
     servers = [s for s in ("postfix", "mxguard") if any(r["server"] == s for r in rows)]
     med = {}
@@ -591,26 +694,41 @@ def cmd_summarize(a):
             med[(c, s)]["n"] = len(sel)
             med[(c, s)]["client"] = median([float(r["client_cpu_ms_per_msg"]) for r in sel])
             med[(c, s)]["other"] = median([float(r["other_cpu_pct"]) for r in sel if r.get("other_cpu_pct")])
+            if relay:
+                med[(c, s)]["sink"] = median([float(r["sink_cpu_ms_per_msg"]) for r in sel])
     out = []
     out.append(f"Medians of successful runs; {a.title}" if a.title else "Medians of successful runs")
     out.append("")
-    out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | peak PSS MiB | peak RSS MiB | client CPU ms/msg | other CPU % |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if relay:
+        out.append("| sessions | server | runs | accepted msg/s | relayed msg/s | server CPU ms/msg | of which system | "
+                   "peak PSS MiB | peak RSS MiB | connections to the sink | client CPU ms/msg | sink CPU ms/msg | other CPU % |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    else:
+        out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | peak PSS MiB | peak RSS MiB | client CPU ms/msg | other CPU % |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    tail_cols = 3 if relay else 2
     for c in concs:
         for s in servers:
             m = med[(c, s)]
             out.append(f"| {c} | {s} | {m['n']} | " + " | ".join(fmt(m[k], d) for k, d in fields)
-                       + f" | {fmt(m['client'], 2)} | {fmt(m['other'], 0)} |")
+                       + f" | {fmt(m['client'], 2)}"
+                       + (f" | {fmt(m['sink'], 2)}" if relay else "")
+                       + f" | {fmt(m['other'], 0)} |")
         if len(servers) == 2:
             mx, pf = med[(c, "mxguard")], med[(c, "postfix")]
             out.append(f"| {c} | **mxguard/Postfix** | | "
                        + " | ".join(fmt(ratio(mx[k], pf[k]), 2) + "x" if ratio(mx[k], pf[k]) is not None else "n/a"
-                                    for k, _ in fields) + " | | |")
+                                    for k, _ in fields) + " |" + " |" * tail_cols)
     if len(servers) == 2:
         out.append("")
         out.append("Ratios: throughput above 1x means mxguard is faster; CPU and memory below 1x mean mxguard uses less.")
+    if relay:
+        out.append("")
+        out.append("relayed msg/s: until the sink (smtp-sink) had counted every message. connections to the sink: "
+                   "sessions the sink saw end during the run plus those still open at its end.")
     out.append("")
-    out.append("other CPU %: machine CPU busy during the run not accounted to the server, the client or the monitor "
+    out.append("other CPU %: machine CPU busy during the run not accounted to the server, the client"
+               + (", the sink" if relay else "") + " or the monitor "
                "(kernel threads working for the run, plus any other work on the machine); if it is high, the run was noisy.")
     print("\n".join(out))
 
@@ -621,7 +739,10 @@ def main():
 
     r = sub.add_parser("run")
     r.add_argument("--root-pid", type=int, required=True)
-    r.add_argument("--maildir", required=True, help="the new/ directory to count")
+    r.add_argument("--maildir", help="the new/ directory to count (local work)")
+    r.add_argument("--sink-out", help="the stdout file of `smtp-sink -c` whose mesg= counter to follow (relay work)")
+    r.add_argument("--sink-pid", type=int, help="smtp-sink's pid: its CPU is reported and kept out of other CPU %%")
+    r.add_argument("--sink-port", type=int, help="smtp-sink's port on 127.0.0.1: connections still open at the end are counted")
     r.add_argument("--messages", type=int, required=True)
     r.add_argument("--timeout", type=float, required=True, help="seconds from start until delivery must be complete")
     r.add_argument("--queue-dir", action="append", default=[], help="must be empty before CPU is read (repeatable)")

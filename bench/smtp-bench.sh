@@ -7,7 +7,10 @@
 # free, outside the ephemeral range, never 25/53/5353.
 #
 # Knobs (environment):
-#   BENCH_CONC="1 20 100"   concurrent SMTP sessions (smtp-source -s)
+#   BENCH_WORK=local        local: mail for u1@example.test, delivered into a Maildir
+#                           relay: mail for u1@relay.test from a relay client, relayed
+#                           by both servers to one smtp-sink on 127.0.0.1 (see "Relay work")
+#   BENCH_CONC="1 20 100"   concurrent SMTP sessions (smtp-source -s); relay work: "20"
 #   BENCH_MESSAGES=5000     messages per run (smtp-source -m)
 #   BENCH_REPEATS=3         runs per server and concurrency (interleaved)
 #   BENCH_SIZE=2048         message size in bytes (smtp-source -l)
@@ -33,7 +36,12 @@ REPO=$PWD
 BENCH=$REPO/bench
 export PATH="$PATH:/usr/sbin:/sbin"
 
-BENCH_CONC=${BENCH_CONC:-"1 20 100"}
+BENCH_WORK=${BENCH_WORK:-local}
+case $BENCH_WORK in
+    local) BENCH_CONC=${BENCH_CONC:-"1 20 100"} ;;
+    relay) BENCH_CONC=${BENCH_CONC:-"20"} ;;
+    *) echo "BENCH_WORK must be local or relay" >&2; exit 1 ;;
+esac
 BENCH_MESSAGES=${BENCH_MESSAGES:-5000}
 BENCH_REPEATS=${BENCH_REPEATS:-3}
 BENCH_SIZE=${BENCH_SIZE:-2048}
@@ -67,8 +75,27 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 # ---------------------------------------------------------------------------
 BENCH_FILTERS=${BENCH_FILTERS:-0}
 
+# ---------------------------------------------------------------------------
+# Relay work (BENCH_WORK=relay). The client (127.0.0.1) is a relay client of
+# both servers and sends to u1@relay.test, a domain neither server knows; both
+# relay everything to one smtp-sink (Postfix's test server) on a free
+# 127.0.0.1 port, started fresh for each run:
+#   - Postfix: relayhost = [127.0.0.1]:SINKPORT (brackets: no MX lookup, and
+#     the IP literal needs no DNS at all), mynetworks = 127.0.0.1/32 and
+#     permit_mynetworks as in the local work; no mailbox for relay.test; its
+#     smtp client, connection cache (on demand), concurrency and queue
+#     durability are Postfix's defaults.
+#   - mxguard: [relay] clients = ["127.0.0.1"], smarthost = "127.0.0.1:SINKPORT"
+#     (an IP literal: no DNS query either).
+# smtp-sink runs with -c: it prints "sess=S quit=Q mesg=M" whenever a session
+# ends, a QUIT is executed or a "." is received, to a file that procstats.py
+# follows. "Relayed" = its mesg counter reached MESSAGES. A run counts only
+# if the sink ends with exactly MESSAGES (more = a duplicate delivery, which
+# fails the run as "duplicates"), the server's queue is empty and its log
+# shows MESSAGES successful deliveries to the sink.
+# ---------------------------------------------------------------------------
 SENDER=sender@client.test
-RCPT=u1@example.test
+if [[ $BENCH_WORK == relay ]]; then RCPT=u1@relay.test; else RCPT=u1@example.test; fi
 NUSERS=100
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -81,6 +108,8 @@ PF_MASTER=""
 MX_PID=""
 RUN_PID=""
 PF_MASTER_USED=""
+SINK_PID=""
+SINK_PORT=""
 
 case $BENCH_ONLY in both|postfix|mxguard) ;; *) die "BENCH_ONLY must be both, postfix or mxguard";; esac
 [[ $EUID -eq 0 ]] || die "run as root (the private Postfix instance needs it)"
@@ -111,6 +140,13 @@ stop_mxguard() {
     MX_PID=""
 }
 
+stop_sink() {
+    [[ -n $SINK_PID ]] || return 0
+    kill -TERM "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=""
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
@@ -121,6 +157,7 @@ cleanup() {
     fi
     stop_mxguard
     stop_postfix
+    stop_sink
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ $rc -ne 0 || $FAILED -ne 0 || $BENCH_KEEP == 1 ]]; then
             log "kept $WORK for inspection (logs: $WORK/*.log${PF_MASTER_USED:+, $WORK/postfix/maillog})"
@@ -146,6 +183,7 @@ if ! command -v smtp-source >/dev/null; then
         die "could not install postfix"
 fi
 command -v smtp-source >/dev/null || die "smtp-source still missing after installing postfix"
+[[ $BENCH_WORK != relay ]] || command -v smtp-sink >/dev/null || die "smtp-sink missing (Debian package postfix)"
 if want postfix; then
     command -v postfix >/dev/null || die "postfix missing"
     getent passwd postfix >/dev/null || die "no postfix user"
@@ -167,9 +205,11 @@ WORK=$(mktemp -d /tmp/mxbench-XXXXXX)
 chmod 755 "$WORK"   # Postfix daemons (user postfix) must reach their queue
 mkdir -p "$BENCH/results"
 STAMP=$(date +%Y%m%d-%H%M%S)
-CSV=$BENCH/results/smtp-bench-$STAMP.csv
-JSONL=$BENCH/results/smtp-bench-$STAMP.jsonl
-SUMMARY=$BENCH/results/smtp-bench-$STAMP.md
+RESULT=smtp-bench-$STAMP
+[[ $BENCH_WORK == local ]] || RESULT=smtp-bench-$BENCH_WORK-$STAMP
+CSV=$BENCH/results/$RESULT.csv
+JSONL=$BENCH/results/$RESULT.jsonl
+SUMMARY=$BENCH/results/$RESULT.md
 CLIENT_LOG=$WORK/smtp-source.log
 log "work dir $WORK; raw results $CSV"
 if want mxguard; then
@@ -254,6 +294,17 @@ message_size_limit = 26214400
 # Everything else (fsync of queue files, in_flow_delay, process limits...) is
 # Postfix's default.
 EOF
+    if [[ $BENCH_WORK == relay ]]; then
+        # relay.test is in no address class: default_transport (smtp) to the
+        # relayhost, set for each run's sink port by pf_start. The smtp
+        # client keeps its defaults (connection cache on demand through
+        # scache, destination concurrency 20, no TLS).
+        cat >>"$PF_ETC/main.cf" <<EOF
+
+# Relay work: everything not local goes to the smtp-sink (port set per run)
+relayhost =
+EOF
+    fi
 }
 
 # master.cf: Debian's services, smtpd on our port, no chroot (a chroot in a
@@ -296,6 +347,9 @@ pf_start() {
     chown "$VMAIL_UID:$VMAIL_GID" "$PF_MAIL"
     PF_PORT=$(free_port)
     pf_write_master
+    if [[ $BENCH_WORK == relay ]]; then
+        postconf -c "$PF_ETC" -e "relayhost = [127.0.0.1]:$SINK_PORT" || die "postconf failed"
+    fi
     # `postfix check` creates the queue subdirectories with the right owners
     postfix -c "$PF_ETC" check >&2 || { tail -20 "$PF_LOG" >&2; die "postfix check failed"; }
     postfix -c "$PF_ETC" start >&2 2>&1 || { tail -20 "$PF_LOG" >&2; die "postfix start failed"; }
@@ -335,6 +389,10 @@ role = "mx"
 [domains]
 local = ["example.test"]
 EOF
+        if [[ $BENCH_WORK == relay ]]; then
+            # an IP literal as smarthost: no DNS query
+            printf '\n[relay]\nclients = ["127.0.0.1"]\nsmarthost = "127.0.0.1:%s"\n' "$SINK_PORT"
+        fi
         # BENCH_FILTERS=1: add mxguard's client IP list and DNSBL settings here.
         for ((i = 1; i <= NUSERS; i++)); do
             printf '\n[[account]]\naddress = "u%d@example.test"\n' "$i"
@@ -360,25 +418,64 @@ mx_start() {
     fi
 }
 
+# --------------------------------------------------------------- smtp-sink
+
+SINK_OUT=""
+SINK_ERR=$WORK/smtp-sink.log
+
+# sink_start TAG: a fresh smtp-sink for one run, its counters in $SINK_OUT.
+sink_start() {
+    SINK_PORT=$(free_port)
+    SINK_OUT=$WORK/sink-$1.out
+    : >"$SINK_OUT"
+    echo "=== $(date '+%F %T') $1 on port $SINK_PORT" >>"$SINK_ERR"
+    # -c: counters; -u nobody: drop root; backlog 1000. No dump files (-d/-D
+    # would add a file write per message to the sink's CPU).
+    smtp-sink -c -u nobody "127.0.0.1:$SINK_PORT" 1000 >"$SINK_OUT" 2>>"$SINK_ERR" &
+    SINK_PID=$!
+    wait_port "$SINK_PORT" "$SINK_PID" smtp-sink || { tail -5 "$SINK_ERR" >&2; die "smtp-sink did not start"; }
+    # wait_port's probe connection is a session too: let the sink count it
+    # before procstats takes its baseline
+    local i
+    for ((i = 0; i < 50; i++)); do
+        grep -q 'sess=1 ' "$SINK_OUT" && return 0
+        sleep 0.1
+    done
+    log "warning: smtp-sink did not count the probe connection; its connection count may be one too high"
+}
+
+# sink_counter FIELD: the last value of sess|quit|mesg that the sink printed
+sink_counter() {
+    tr '\r' '\n' <"$SINK_OUT" | sed -n "s/.*$1=\([0-9]*\).*/\1/p" | tail -1
+}
+
 # --------------------------------------------------------------- one run
 
 # run_one SERVER CONC MESSAGES REPEAT(or "warmup")
 run_one() {
-    local server=$1 conc=$2 n=$3 rep=$4 root port maildir srvlog busy=""
+    local server=$1 conc=$2 n=$3 rep=$4 root port maildir srvlog busy="" loglines=0
     local -a extra=()
     if [[ $BENCH_QUIET_WAIT != 0 ]]; then
         if ! busy=$(procstats quiet --max-busy "$BENCH_QUIET_MAX" --wait "$BENCH_QUIET_WAIT"); then
             log "warning: the machine is busy with other work (${busy}% CPU over 1 s after waiting ${BENCH_QUIET_WAIT}s); this run will be noisy"
         fi
     fi
+    [[ $BENCH_WORK != relay ]] || sink_start "$server-$conc-$rep"
     if [[ $server == postfix ]]; then
+        [[ ! -f $PF_LOG ]] || loglines=$(wc -l <"$PF_LOG")
         pf_start
         root=$PF_MASTER port=$PF_PORT maildir=$PF_MAIL/example.test/u1/new srvlog=$PF_LOG
         local q
         for q in incoming active deferred hold maildrop; do extra+=(--queue-dir "$PF_QUEUE/$q"); done
     else
+        [[ ! -f $MX_LOG ]] || loglines=$(wc -l <"$MX_LOG")
         mx_start
         root=$MX_PID port=$MX_PORT maildir=$MX_DATA/mail/example.test/u1/new srvlog=$MX_LOG
+    fi
+    local -a target=(--maildir "$maildir")
+    if [[ $BENCH_WORK == relay ]]; then
+        target=(--sink-out "$SINK_OUT" --sink-pid "$SINK_PID" --sink-port "$SINK_PORT")
+        extra+=(--label "work=relay")
     fi
     if [[ $rep == warmup ]]; then
         extra+=(--label "server=$server" --label "conc=$conc" --label "repeat=warmup")
@@ -391,7 +488,7 @@ run_one() {
     # In the background + wait, so that a signal to this script is handled at
     # once (the trap stops the measurement, its client and the servers).
     # (python3 directly, not the procstats function: $! must be python itself)
-    python3 "$BENCH/procstats.py" run --root-pid "$root" --maildir "$maildir" --messages "$n" \
+    python3 "$BENCH/procstats.py" run --root-pid "$root" "${target[@]}" --messages "$n" \
         --timeout "$BENCH_TIMEOUT" --mem-budget "$BENCH_MEM_BUDGET" --client-log "$CLIENT_LOG" "${extra[@]}" -- \
         smtp-source -s "$conc" -l "$BENCH_SIZE" -m "$n" -f "$SENDER" -t "$RCPT" "127.0.0.1:$port" \
         >>"$JSONL" &
@@ -406,9 +503,32 @@ run_one() {
         tail -30 "$srvlog" >&2
     fi
     if [[ $server == postfix ]]; then stop_postfix; else stop_mxguard; fi
+    if [[ $BENCH_WORK == relay ]]; then
+        # Both halves must agree: the sink counted exactly n messages (also
+        # after the server stopped: no late duplicate), and the server's own
+        # log of this run shows n deliveries to the sink and no deferral.
+        local mesg sess ok_lines deferred
+        mesg=$(sink_counter mesg) sess=$(sink_counter sess)
+        stop_sink
+        if [[ $server == postfix ]]; then
+            ok_lines=$(tail -n +"$((loglines + 1))" "$PF_LOG" | grep -c "relay=127.0.0.1\[127.0.0.1\]:$SINK_PORT,.* status=sent (250 " || true)
+            deferred=$(tail -n +"$((loglines + 1))" "$PF_LOG" | grep -c 'status=deferred' || true)
+        else
+            ok_lines=$(tail -n +"$((loglines + 1))" "$MX_LOG" | grep ' delivered ' | grep -c "127.0.0.1:$SINK_PORT said: 250 " || true)
+            deferred=$(tail -n +"$((loglines + 1))" "$MX_LOG" | grep -c 'delivery deferred' || true)
+        fi
+        log "$server conc=$conc repeat=$rep: sink counted $mesg messages in $((sess - 1)) sessions after the server stopped; $server logged $ok_lines deliveries to the sink, $deferred deferrals"
+        if [[ $rc -eq 0 && ($mesg != "$n" || $ok_lines != "$n") ]]; then
+            log "$server conc=$conc repeat=$rep FAILED the relay check: expected $n at the sink and $n deliveries in the log"
+            rc=1
+        fi
+        [[ $deferred == 0 ]] || log "warning: $server deferred $deferred deliveries (retries may duplicate messages)"
+    fi
     if [[ $rc -ne 0 ]]; then
         FAILED=1
-        [[ $BENCH_KEEP_GOING == 1 && $rep != warmup ]] || die "run failed (expected exactly $n messages in $maildir)"
+        local where="in $maildir"
+        [[ $BENCH_WORK == local ]] || where="at the sink 127.0.0.1:$SINK_PORT"
+        [[ $BENCH_KEEP_GOING == 1 && $rep != warmup ]] || die "run failed (expected exactly $n messages $where)"
     fi
 }
 
@@ -429,6 +549,9 @@ want mxguard && SERVERS+=(mxguard)
     fi
     echo "- Postfix: $(postconf -h mail_version 2>/dev/null || echo '?'); mxguard: $mx_desc"
     echo "- work: smtp-source -s CONC -l $BENCH_SIZE -m $BENCH_MESSAGES -f $SENDER -t $RCPT, CONC in ($BENCH_CONC), $BENCH_REPEATS repeats, interleaved, fresh server each run"
+    if [[ $BENCH_WORK == relay ]]; then
+        echo "- relay work: both servers relay to one smtp-sink -c on 127.0.0.1, fresh for each run (Postfix: relayhost = [127.0.0.1]:PORT, smtp client defaults; mxguard: [relay] clients = [\"127.0.0.1\"], smarthost = \"127.0.0.1:PORT\")"
+    fi
     echo "- filters (IP list + DNSBL): $([[ $BENCH_FILTERS == 1 ]] && echo on || echo off)"
     echo
 } >"$SUMMARY"

@@ -23,6 +23,23 @@ fn main() {
             }
         }
         Command::CheckConfig { config } => cli::check_config::run(config),
+        Command::Ban { action, config } => {
+            match action.request().and_then(|r| cli::queue::run(config, &r)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+        Command::CheckIp { ip, config } => match cli::queue::run(config, &format!("check-ip {ip}"))
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
         Command::Queue { action, config } => match cli::queue::run(config, &action.request()) {
             Ok(()) => 0,
             Err(e) => {

@@ -33,7 +33,7 @@ fn delivered_message_lands_in_maildir_with_received_header() {
     assert_eq!(files.len(), 1, "exactly one copy: {files:?}");
     let m = read_string(&files[0]);
     assert!(
-        m.starts_with("Received: from client.example.net ([127.0.0.1])\r\n"),
+        received_from(&m, "client.example.net"),
         "Received header: {m}"
     );
     let received_end = m.find("\r\nFrom:").expect("client headers after Received");
@@ -65,10 +65,10 @@ fn hide_client_ip_keeps_the_ip_out_of_received() {
     c.quit();
     let files = wait_for_files(&server.new_dir("joe@example.test"), 1, DELIVERY);
     let m = read_string(&files[0]);
-    assert!(
-        m.starts_with("Received: from hidden.example.net\r\n"),
-        "{m}"
-    );
+    // The reverse DNS name, if the resolver has one, may stay; the IP may not.
+    let first = m.lines().next().unwrap_or("");
+    assert!(first.starts_with("Received: from hidden.example.net"), "{m}");
+    assert!(!first.contains('['), "{m}");
     assert!(m.contains(&format!(" id {id}")), "{m}");
     assert!(!m.contains("127.0.0.1"), "client IP must be hidden: {m}");
 }

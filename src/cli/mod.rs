@@ -29,6 +29,19 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Refuse (or stop refusing) an address or network at connect.
+    Ban {
+        #[command(subcommand)]
+        action: BanAction,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Show which lists, bans, DNSBL answers and reverse DNS apply to an address.
+    CheckIp {
+        ip: std::net::IpAddr,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Look at and act on the running server's queue.
     Queue {
         #[command(subcommand)]
@@ -48,6 +61,35 @@ pub enum QueueAction {
     Flush,
     /// Remove a message without bouncing it.
     Delete { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BanAction {
+    /// Ban an address or CIDR network.
+    Add {
+        net: String,
+        /// How long, e.g. "1h", "30m", "7d".
+        #[arg(long = "for", default_value = "1d")]
+        duration: String,
+    },
+    /// Lift a ban.
+    Remove { net: String },
+    /// Every ban in force.
+    List,
+}
+
+impl BanAction {
+    /// The control socket request for this action.
+    pub fn request(&self) -> anyhow::Result<String> {
+        Ok(match self {
+            BanAction::Add { net, duration } => {
+                let d = mxguard_config::parse_duration(duration).map_err(anyhow::Error::msg)?;
+                format!("ban add {net} {}", d.as_secs())
+            }
+            BanAction::Remove { net } => format!("ban remove {net}"),
+            BanAction::List => "ban list".into(),
+        })
+    }
 }
 
 impl QueueAction {

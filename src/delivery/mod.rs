@@ -80,12 +80,12 @@ impl Delivery {
         queue: Queue,
         pending: Vec<QueuedMessage>,
         own_addrs: Vec<SocketAddr>,
+        dns: Dns,
     ) -> anyhow::Result<Delivery> {
         let (tx, rx) = mpsc::unbounded_channel();
         let data_dir = &cfg.server.data_dir;
         let local = LocalWorker::start(data_dir.join("mail"), &cfg.server.hostname, tx.clone())
             .context("cannot start the local delivery worker")?;
-        let dns = Dns::from_config(&cfg.dns).context("cannot set up the DNS resolver of [dns]")?;
         let deferred = Deferred::open(queue.dir())
             .with_context(|| format!("cannot open {}/deferred", queue.dir().display()))?;
         let (stored, warnings) = deferred
@@ -102,6 +102,7 @@ impl Delivery {
             );
         }
         let outbound = Arc::new(Outbound::new(cfg.clone(), dns, own_addrs));
+        outbound.start_reaper();
         let local_tx = local
             .sender()
             .ok_or_else(|| anyhow::anyhow!("local delivery worker is not running"))?;

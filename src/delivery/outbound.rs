@@ -27,6 +27,10 @@ use crate::facts::dns::{Dns, DnsError};
 
 /// At most this many outbound transactions at once.
 const MAX_CONCURRENT: usize = 64;
+/// At most this many at once to one destination (Postfix's
+/// default_destination_concurrency_limit), which also lets the idle
+/// connections serve the next messages instead of opening new ones.
+const PER_DESTINATION: usize = 20;
 /// An idle connection is closed after this long.
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -48,6 +52,12 @@ impl std::fmt::Display for Hop {
     }
 }
 
+/// Ends a connection politely (RFC 5321 §4.1.1.10: QUIT before closing),
+/// without making anyone wait for it.
+fn say_goodbye(c: SmtpClient) {
+    tokio::spawn(c.quit());
+}
+
 /// The next hop for a recipient domain.
 pub(crate) fn hop_for(cfg: &Config, domain: &str) -> Hop {
     let host = |h: &NextHop| Hop::Host(h.host.clone(), h.port);
@@ -66,6 +76,7 @@ pub(crate) struct Outbound {
     dns: Dns,
     client: ClientConfig,
     limit: Semaphore,
+    per_hop: Mutex<HashMap<Hop, Arc<Semaphore>>>,
     idle: Mutex<HashMap<SocketAddr, Vec<(SmtpClient, Instant)>>>,
     own: Vec<SocketAddr>,
 }
@@ -82,6 +93,7 @@ impl Outbound {
             dns,
             client,
             limit: Semaphore::new(MAX_CONCURRENT),
+            per_hop: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             own,
         }
@@ -154,18 +166,53 @@ impl Outbound {
             if since.elapsed() < IDLE {
                 return Some(c);
             }
+            say_goodbye(c);
         }
         None
     }
 
     fn put_idle(&self, addr: SocketAddr, c: SmtpClient) {
-        if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(addr).or_default();
-            list.retain(|(_, since)| since.elapsed() < IDLE);
-            if list.len() < 4 {
-                list.push((c, Instant::now()));
+        let Ok(mut idle) = self.idle.lock() else {
+            return say_goodbye(c);
+        };
+        let list = idle.entry(addr).or_default();
+        if list.len() < PER_DESTINATION {
+            list.push((c, Instant::now()));
+        } else {
+            say_goodbye(c);
+        }
+    }
+
+    /// Closes (with QUIT) the idle connections older than [`IDLE`]; all of
+    /// them when `all`.
+    pub(crate) fn reap(&self, all: bool) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        for list in idle.values_mut() {
+            let (old, keep): (Vec<_>, Vec<_>) = list
+                .drain(..)
+                .partition(|(_, since)| all || since.elapsed() >= IDLE);
+            *list = keep;
+            for (c, _) in old {
+                say_goodbye(c);
             }
         }
+        idle.retain(|_, l| !l.is_empty());
+    }
+
+    /// Closes idle connections every few seconds while `self` lives.
+    pub(crate) fn start_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE / 2).await;
+                match weak.upgrade() {
+                    Some(o) => o.reap(false),
+                    None => break,
+                }
+            }
+        });
     }
 
     /// Delivers one message to the recipients `rcpts` (index, address),
@@ -183,6 +230,16 @@ impl Outbound {
                 .iter()
                 .map(|(i, _)| (*i, o.clone()))
                 .collect::<Vec<_>>()
+        };
+        let hop_limit = match self.per_hop.lock() {
+            Ok(mut m) => m
+                .entry(hop.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(PER_DESTINATION)))
+                .clone(),
+            Err(_) => Arc::new(Semaphore::new(PER_DESTINATION)),
+        };
+        let Ok(_hop_permit) = hop_limit.acquire().await else {
+            return all(Outcome::Temporary("delivery is shutting down".into()));
         };
         let Ok(_permit) = self.limit.acquire().await else {
             return all(Outcome::Temporary("delivery is shutting down".into()));

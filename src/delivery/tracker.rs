@@ -169,6 +169,7 @@ impl Tracker {
     /// not finished stays in the journal or the deferred store.
     async fn stop(&mut self, rx: &mut UnboundedReceiver<TrackerMsg>) {
         self.local.take();
+        self.outbound.reap(true);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.entries.values().any(|e| e.outstanding > 0) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {

@@ -1,5 +1,7 @@
 //! DNS lookups through the `[dns]` resolver: MX hosts and addresses for
-//! delivery.
+//! delivery, reverse names (PTR, forward-confirmed) and DNSBL answers for
+//! the connection checks. Answers, negative ones included, are cached for
+//! their TTL by the resolver.
 //!
 //! With `dns.nameservers` set, every query goes to those servers (UDP, then
 //! TCP on truncation), nothing is answered from /etc/hosts, and the cache is
@@ -13,14 +15,18 @@
 //! Answers come from the network. Names are used only as names to look up
 //! or connect to; a null MX (RFC 7505) and empty answers are handled.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use mxguard_config::DnsConfig;
+
+/// Answers kept by the resolver's cache (DNSBL and PTR answers of busy
+/// clients are asked again and again).
+const CACHE_SIZE: u64 = 16 * 1024;
 
 /// A lookup that did not find records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +81,7 @@ impl Dns {
         let builder = if cfg.nameservers.is_empty() {
             let mut b = TokioResolver::builder_tokio()?;
             b.options_mut().timeout = cfg.timeout;
+            b.options_mut().cache_size = CACHE_SIZE;
             b
         } else {
             let servers = cfg
@@ -90,6 +97,7 @@ impl Dns {
                 .collect();
             let mut opts = ResolverOpts::default();
             opts.timeout = cfg.timeout;
+            opts.cache_size = CACHE_SIZE;
             opts.attempts = 1;
             opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
             TokioResolver::builder_with_config(
@@ -160,5 +168,60 @@ impl Dns {
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
             .collect())
+    }
+
+    /// The PTR names of an address (without trailing dots).
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let lookup = self
+            .resolver
+            .reverse_lookup(ip)
+            .await
+            .map_err(|e| classify(&ip.to_string(), "PTR", e))?;
+        let names: Vec<String> = lookup
+            .answers()
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_lowercase()),
+                _ => None,
+            })
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Err(DnsError::NoRecords(ip.to_string(), "PTR"));
+        }
+        Ok(names)
+    }
+
+    /// Whether `name` resolves back to `ip` (forward-confirmed reverse DNS).
+    pub async fn resolves_to(&self, name: &str, ip: IpAddr) -> Result<bool, DnsError> {
+        match self.ips(name).await {
+            Ok(ips) => Ok(ips.iter().any(|a| canonical(*a) == canonical(ip))),
+            Err(DnsError::NoDomain(_)) | Err(DnsError::NoRecords(..)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The A records of a DNSBL query name: `Ok(vec![])` when not listed.
+    pub async fn dnsbl(&self, query: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+        match self.resolver.lookup(query, RecordType::A).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(DnsError::Temporary(query.to_string(), e.to_string())),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }

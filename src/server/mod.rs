@@ -7,6 +7,7 @@
 //! sessions finish the message they are in (up to [`GRACE`]), flushes the
 //! queue and returns.
 
+pub mod connect;
 pub mod control;
 mod smtp;
 pub mod trace;
@@ -24,6 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::delivery::{Delivery, DeliveryHandle};
+use crate::facts::dns::Dns;
+use connect::ConnCounter;
+use mxguard_store::{EmbeddedStore, StateStore};
 
 /// How long sessions in flight may take to finish once a stop is asked.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -39,6 +43,9 @@ pub(crate) struct ListenerCtx {
     pub session: Arc<SessionConfig>,
     pub queue: Queue,
     pub delivery: DeliveryHandle,
+    pub dns: Dns,
+    pub store: Arc<dyn StateStore>,
+    pub conns: Arc<ConnCounter>,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -48,6 +55,8 @@ pub struct Server {
     queue: Queue,
     delivery: Delivery,
     control: tokio::net::UnixListener,
+    store: Arc<dyn StateStore>,
+    dns: Dns,
 }
 
 impl Server {
@@ -78,7 +87,15 @@ impl Server {
         let control = control::bind(&data_dir).with_context(|| {
             format!("cannot create the control socket in {}", data_dir.display())
         })?;
-        let delivery = Delivery::start(config.clone(), queue.clone(), pending, own)?;
+        let dns =
+            Dns::from_config(&config.dns).context("cannot set up the DNS resolver of [dns]")?;
+        let state_path = data_dir.join("state.redb");
+        let store: Arc<dyn StateStore> =
+            Arc::new(EmbeddedStore::open(&state_path).with_context(|| {
+                format!("cannot open the state store {}", state_path.display())
+            })?);
+        let conns = Arc::new(ConnCounter::default());
+        let delivery = Delivery::start(config.clone(), queue.clone(), pending, own, dns.clone())?;
         let mut listeners = Vec::new();
         for (listener, role) in bound {
             let session = Arc::new(SessionConfig {
@@ -92,7 +109,7 @@ impl Server {
                 },
                 expn: config.smtp.expn == mxguard_config::ExpnMode::On,
                 require_auth: role == Role::Submission,
-                max_errors: None,
+                max_errors: Some(config.limits.max_errors),
             });
             let ctx = Arc::new(ListenerCtx {
                 config: config.clone(),
@@ -100,6 +117,9 @@ impl Server {
                 session,
                 queue: queue.clone(),
                 delivery: delivery.handle(),
+                dns: dns.clone(),
+                store: store.clone(),
+                conns: conns.clone(),
             });
             listeners.push((listener, ctx));
         }
@@ -109,6 +129,8 @@ impl Server {
             queue,
             delivery,
             control,
+            store,
+            dns,
         })
     }
 
@@ -135,11 +157,13 @@ impl Server {
             accept_tasks.push(tokio::spawn(accept_loop(listener, ctx, stop_rx, alive_tx)));
         }
         drop(alive_tx);
-        let control_task = tokio::spawn(control::serve(
-            self.control,
-            self.delivery.handle(),
-            stop_rx.clone(),
-        ));
+        let control_ctx = control::ControlCtx {
+            delivery: self.delivery.handle(),
+            store: self.store.clone(),
+            config: self.config.clone(),
+            dns: self.dns.clone(),
+        };
+        let control_task = tokio::spawn(control::serve(self.control, control_ctx, stop_rx.clone()));
         stop.await;
         tracing::info!("stopping: no new connections; sessions finish their message");
         let _ = stop_tx.send(true);

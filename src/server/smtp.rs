@@ -22,7 +22,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use super::ListenerCtx;
+use super::connect::{self, ClientFacts};
 use super::trace::{self, ReceivedFacts};
+use mxguard_policy::Verdict;
+use mxguard_policy::connect::{check_helo, early_talker_verdict};
 
 const READ_BUF: usize = 16 * 1024;
 
@@ -56,6 +59,8 @@ struct Conn {
     content_start: usize,
     /// The check behind the refusal the session is about to send.
     policy_refusal: bool,
+    /// What the connection stage learned (whitelisting, reverse DNS).
+    facts: ClientFacts,
 }
 
 pub(crate) async fn serve(
@@ -67,6 +72,27 @@ pub(crate) async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let cfg = &ctx.config;
+    let ip = peer.ip();
+    let (_counted, total, from_ip) = ctx.conns.open(ip);
+    let whitelisted = match connect::check_lists_and_limits(cfg, &*ctx.store, ip, total, from_ip) {
+        Ok(w) => w,
+        Err(v) => return refuse_connection(stream, &id, ip, v).await,
+    };
+    // The DNS checks run while an early talker is given the chance to
+    // give itself away (postscreen's pregreet test).
+    let wait = (ctx.role == Role::Mx && !whitelisted && !cfg.access.early_talker.is_zero())
+        .then_some(cfg.access.early_talker);
+    let (facts, talked) = tokio::join!(
+        connect::check_dns(cfg, &ctx.dns, ip, whitelisted),
+        talks_first(&stream, wait)
+    );
+    let facts = match facts {
+        Ok(f) => f,
+        Err(v) => return refuse_connection(stream, &id, ip, v).await,
+    };
+    if talked {
+        return refuse_connection(stream, &id, ip, early_talker_verdict()).await;
+    }
     let banner_text = trace::banner_text(
         cfg.server.banner.as_deref(),
         &cfg.server.hostname,
@@ -89,6 +115,7 @@ pub(crate) async fn serve(
         message: None,
         content_start: 0,
         policy_refusal: false,
+        facts,
     };
     let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
     let mut rbuf = vec![0u8; READ_BUF];
@@ -147,7 +174,25 @@ pub(crate) async fn serve(
             }
         }
     }
+    conn.ban_if_abusive(session.errors());
     tracing::debug!(session = %conn.id, client = %conn.peer.ip(), "disconnect");
+}
+
+/// Sends a connection-stage refusal, logs it, and closes.
+async fn refuse_connection(mut stream: TcpStream, id: &str, ip: std::net::IpAddr, v: Verdict) {
+    tracing::info!(session = %id, client = %ip, check = v.check.as_str(), reason = %v.reason, reply = %v.reply,
+        "connection refused ({})", v.check.as_str());
+    let mut out = Vec::new();
+    v.reply.write_to(&mut out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.write_all(&out)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Whether the client sends anything during `wait` (`None`: no wait).
+async fn talks_first(stream: &TcpStream, wait: Option<std::time::Duration>) -> bool {
+    let Some(wait) = wait else { return false };
+    let mut probe = [0u8; 1];
+    matches!(tokio::time::timeout(wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
 }
 
 impl Conn {
@@ -173,6 +218,19 @@ impl Conn {
     async fn handle(&mut self, e: Event) -> Option<Decision> {
         match e {
             Event::Helo { name, extended } => {
+                if !self.facts.whitelisted
+                    && let Err(r) = check_helo(&self.ctx.config, &name, self.peer.ip())
+                {
+                    tracing::info!(session = %self.id, client = %self.peer.ip(), helo = %name,
+                        check = r.verdict.check.as_str(), reason = %r.verdict.reason, reply = %r.verdict.reply,
+                        "HELO refused ({})", r.verdict.check.as_str());
+                    self.policy_refusal = true;
+                    return Some(if r.close {
+                        Decision::Close(r.verdict.reply)
+                    } else {
+                        Decision::Reject(r.verdict.reply)
+                    });
+                }
                 self.helo = name;
                 self.esmtp = extended;
                 self.reset();
@@ -198,6 +256,28 @@ impl Conn {
                 None
             }
             Event::MessageEnd { size } => Some(self.commit(size).await),
+        }
+    }
+
+    /// `limits.auto_ban`: a client dropped for too many errors is refused
+    /// for a while, on every listener and across restarts.
+    fn ban_if_abusive(&self, errors: u32) {
+        let cfg = &self.ctx.config;
+        let (Some(ban), false) = (cfg.limits.auto_ban, self.facts.whitelisted) else {
+            return;
+        };
+        if errors < cfg.limits.max_errors {
+            return;
+        }
+        let ip = self.peer.ip();
+        let until = connect::now_secs() + ban.as_secs();
+        let reason = format!("{errors} errors in one session");
+        match self.ctx.store.ban(&ip.to_string(), until, &reason) {
+            Ok(()) => tracing::info!(session = %self.id, client = %ip, check = "too_many_errors",
+                ban = ?ban, "client banned"),
+            Err(e) => {
+                tracing::warn!(session = %self.id, client = %ip, error = %e, "cannot record the ban")
+            }
         }
     }
 
@@ -311,7 +391,7 @@ impl Conn {
         let header = trace::received_header(&ReceivedFacts {
             helo: &self.helo,
             client_ip: self.peer.ip(),
-            client_name: None,
+            client_name: self.facts.ptr_names.first().map(String::as_str),
             hide_client_ip: cfg.server.hide_client_ip,
             hostname: &cfg.server.hostname,
             protocol: if self.esmtp { "ESMTP" } else { "SMTP" },

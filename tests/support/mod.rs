@@ -798,3 +798,15 @@ pub fn find_message(dir: &Path, needle: &str) -> Vec<String> {
         .filter(|m| m.contains(needle))
         .collect()
 }
+
+/// Whether a message starts with our Received: header for `helo` from
+/// 127.0.0.1; the reverse DNS name, if the resolver has one, stands before
+/// the address: `from HELO (NAME [127.0.0.1])` or `from HELO ([127.0.0.1])`.
+pub fn received_from(message: &str, helo: &str) -> bool {
+    let first = message.lines().next().unwrap_or("");
+    let Some(rest) = first.strip_prefix(&format!("Received: from {helo} (")) else {
+        return false;
+    };
+    rest.ends_with("[127.0.0.1])")
+        && !rest[..rest.len() - "[127.0.0.1])".len()].contains(['(', ')'])
+}

@@ -316,6 +316,21 @@ impl IpList {
         self.v6 == [(0, u128::MAX)]
     }
 
+    /// The first part of `range` that is also in the list, if any.
+    pub(crate) fn overlap(&self, range: &IpRange) -> Option<IpRange> {
+        if let Some((a, b)) = range.v4_part()
+            && let Some((s, e)) = first_overlap(&self.v4, a, b)
+        {
+            return Some(IpRange::V4(s.into(), e.into()));
+        }
+        if let IpRange::V6(a, b) = *range
+            && let Some((s, e)) = first_overlap(&self.v6, a.into(), b.into())
+        {
+            return Some(IpRange::V6(s.into(), e.into()));
+        }
+        None
+    }
+
     /// Adds a range without restoring the invariants: call `normalize`.
     fn add(&mut self, range: IpRange) {
         if let IpRange::V6(a, b) = range {
@@ -354,6 +369,14 @@ fn merge<T: Copy + Ord + num::One>(ranges: &mut Vec<(T, T)>) {
 fn find<T: Copy + Ord>(ranges: &[(T, T)], x: T) -> bool {
     let i = ranges.partition_point(|&(start, _)| start <= x);
     i > 0 && ranges[i - 1].1 >= x
+}
+
+/// The first part of `start..=end` covered by merged, sorted `ranges`.
+fn first_overlap<T: Copy + Ord>(ranges: &[(T, T)], start: T, end: T) -> Option<(T, T)> {
+    // The first range that ends at or after `start`.
+    let i = ranges.partition_point(|&(_, e)| e < start);
+    let &(s, e) = ranges.get(i)?;
+    (s <= end).then(|| (s.max(start), e.min(end)))
 }
 
 mod num {

@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use iplist::{IpList, IpRange};
+pub use mxguard_proto::Reply;
 pub use units::{format_duration, parse_duration, parse_size};
 
 /// An error found while reading the configuration.
@@ -124,6 +125,14 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[queue]`: how long and how often delivery is retried.
     pub queue: QueueConfig,
+    /// `[access]`: who may connect, and the checks made on connection and
+    /// at EHLO.
+    pub access: AccessConfig,
+    /// `[[dnsbl]]`: the DNS blocklists asked about each client, in file
+    /// order; no zone twice.
+    pub dnsbl: Vec<DnsblConfig>,
+    /// `[limits]`: connection limits and the error limit.
+    pub limits: LimitsConfig,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
@@ -227,6 +236,11 @@ pub struct RelayConfig {
     /// `mx_port`: the port of the MX hosts, and of the smarthost and routes
     /// written without a port. Default 25.
     pub mx_port: u16,
+    /// `clients_only`: when true, a client that is neither in `clients` nor
+    /// whitelisted (`access.whitelist`) is refused at connection with
+    /// `access.reject_reply` ("Grant access to clients only"). Default
+    /// false.
+    pub clients_only: bool,
 }
 
 impl Default for RelayConfig {
@@ -237,6 +251,7 @@ impl Default for RelayConfig {
             smarthost: None,
             routes: BTreeMap::new(),
             mx_port: 25,
+            clients_only: false,
         }
     }
 }
@@ -306,6 +321,185 @@ impl Default for QueueConfig {
                 .collect(),
             max_age: Duration::from_secs(5 * 86_400),
             delay_warning: Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+}
+
+/// `[access]`: the checks made when a client connects and when it says
+/// HELO/EHLO. On an mx listener they apply in this order: whitelist (a
+/// whitelisted client skips every check below, bans included), auto-ban,
+/// blacklist, `relay.clients_only`, connection limits, DNSBL, PTR, early
+/// talker, then the EHLO name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessConfig {
+    /// `blacklist` and the entries of `blacklist_file`, merged: clients
+    /// refused at connection with `reject_reply`, unless whitelisted.
+    /// Default: empty.
+    pub blacklist: IpList,
+    /// `whitelist` and the entries of `whitelist_file`, merged: clients
+    /// exempt from the blacklist, the DNSBLs, the PTR and EHLO checks, the
+    /// early talker check, the connection limits and the bans. Default:
+    /// empty.
+    pub whitelist: IpList,
+    /// `reject_reply`: sent to blacklisted clients (and to strangers when
+    /// `relay.clients_only` is true) before the connection is closed.
+    /// Always 4xx or 5xx. Default `554 5.7.1 Access denied`.
+    pub reject_reply: Reply,
+    /// `ptr`: the reverse DNS check. Default [`PtrMode::Off`].
+    pub ptr: PtrMode,
+    /// `ptr_score`: with [`PtrMode::Score`], added to the message score
+    /// when the check fails. At least 0. Default 1.0.
+    pub ptr_score: f64,
+    /// `ehlo_block`: lowercased substrings; a HELO/EHLO name containing one
+    /// of them (case-insensitive) gets `554 5.7.1` and the connection is
+    /// closed. Never an empty string. Default: none.
+    pub ehlo_block: Vec<String>,
+    /// `early_talker`: how long mx listeners wait before sending the
+    /// banner; a client that sends anything first is refused and dropped.
+    /// Zero (the default, `"0s"`) disables the pause and the check.
+    pub early_talker: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            blacklist: IpList::default(),
+            whitelist: IpList::default(),
+            reject_reply: Reply::fixed(554, 5, 7, 1, "Access denied"),
+            ptr: PtrMode::Off,
+            ptr_score: 1.0,
+            ehlo_block: Vec::new(),
+            early_talker: Duration::ZERO,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// Whether the HELO/EHLO name `name` contains one of `ehlo_block`
+    /// (case-insensitive); returns that entry.
+    pub fn ehlo_blocked(&self, name: &str) -> Option<&str> {
+        if self.ehlo_block.is_empty() {
+            return None;
+        }
+        let name = name.to_lowercase();
+        self.ehlo_block
+            .iter()
+            .find(|b| name.contains(b.as_str()))
+            .map(String::as_str)
+    }
+}
+
+/// `access.ptr`: what the reverse DNS of a client must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PtrMode {
+    /// `"off"`: no check.
+    #[default]
+    Off,
+    /// `"require"`: the client's address must have a PTR record; if not,
+    /// the client is refused with `access.reject_reply`.
+    Require,
+    /// `"fcrdns"`: one of the PTR names must resolve back to the client's
+    /// address (forward-confirmed reverse DNS); if not, the client is
+    /// refused with `access.reject_reply`.
+    Fcrdns,
+    /// `"score"`: the fcrdns check, but a failure adds `access.ptr_score`
+    /// to the message score instead of refusing.
+    Score,
+}
+
+impl PtrMode {
+    /// The name used in the configuration file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PtrMode::Off => "off",
+            PtrMode::Require => "require",
+            PtrMode::Fcrdns => "fcrdns",
+            PtrMode::Score => "score",
+        }
+    }
+}
+
+impl std::fmt::Display for PtrMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[dnsbl]]`: a DNS blocklist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsblConfig {
+    /// `zone`: the list's DNS zone, lowercased, without a final dot.
+    /// Required.
+    pub zone: String,
+    /// `match`: the answers (A records) that mean "listed"; IPv4 only.
+    /// Default `127.0.0.2-127.255.255.255`.
+    pub matches: IpList,
+    /// `reply`: sent to a listed client (when `score` is 0), with `%IP%`
+    /// and `%ZONE%` still in it: see [`DnsblConfig::reply_for`]. Always 4xx
+    /// or 5xx. Default `554 5.7.1 Service unavailable; [%IP%] listed at
+    /// %ZONE%`.
+    pub reply: Reply,
+    /// `score`: when greater than 0, a listed client is not refused: this
+    /// is added to the message score instead. At least 0. Default 0.
+    pub score: f64,
+}
+
+/// The default of `dnsbl.reply`.
+pub const DEFAULT_DNSBL_REPLY: &str = "554 5.7.1 Service unavailable; [%IP%] listed at %ZONE%";
+
+impl Default for DnsblConfig {
+    fn default() -> Self {
+        DnsblConfig {
+            zone: String::new(),
+            matches: IpList::from_ranges([IpRange::V4(
+                std::net::Ipv4Addr::new(127, 0, 0, 2),
+                std::net::Ipv4Addr::new(127, 255, 255, 255),
+            )]),
+            reply: Reply::parse(DEFAULT_DNSBL_REPLY)
+                .unwrap_or_else(|_| Reply::fixed(554, 5, 7, 1, "Service unavailable")),
+            score: 0.0,
+        }
+    }
+}
+
+impl DnsblConfig {
+    /// `reply` with `%IP%` replaced by `ip` and `%ZONE%` by `zone`.
+    pub fn reply_for(&self, ip: IpAddr) -> Reply {
+        self.reply
+            .substitute(&[("IP", &ip.to_string()), ("ZONE", &self.zone)])
+    }
+
+    /// Whether the DNSBL answer `answer` (an A record) means "listed".
+    pub fn is_listed_answer(&self, answer: std::net::Ipv4Addr) -> bool {
+        self.matches.contains(IpAddr::V4(answer))
+    }
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `max_connections`: the most sessions open at once, all clients
+    /// together. Greater than 0. Default 2000.
+    pub max_connections: usize,
+    /// `connections_per_ip`: the most sessions open at once from one IP
+    /// address. Greater than 0. Default 20.
+    pub connections_per_ip: usize,
+    /// `max_errors`: failed commands and refused recipients in a session
+    /// before `421 4.7.0` and close. Greater than 0. Default 10.
+    pub max_errors: u32,
+    /// `auto_ban`: how long a client dropped for `max_errors` is then
+    /// refused at connection. `None` (`"0s"`) disables bans. Default
+    /// `"1h"`.
+    pub auto_ban: Option<Duration>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 2000,
+            connections_per_ip: 20,
+            max_errors: 10,
+            auto_ban: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -486,6 +680,20 @@ impl Config {
     /// `relay.clients_file`), and so may relay to any domain.
     pub fn is_relay_client(&self, ip: IpAddr) -> bool {
         self.relay.clients.contains(ip)
+    }
+
+    /// Whether a client at `ip` is in `access.blacklist` (or
+    /// `access.blacklist_file`) and not whitelisted: the whitelist wins.
+    pub fn is_blacklisted(&self, ip: IpAddr) -> bool {
+        self.access.blacklist.contains(ip) && !self.access.whitelist.contains(ip)
+    }
+
+    /// Whether a client at `ip` is in `access.whitelist` (or
+    /// `access.whitelist_file`): exempt from the blacklist, the DNSBLs, the
+    /// PTR and EHLO checks, the early talker check, the connection limits
+    /// and bans.
+    pub fn is_whitelisted(&self, ip: IpAddr) -> bool {
+        self.access.whitelist.contains(ip)
     }
 
     /// Things that are valid but probably not what the administrator wants,

@@ -29,6 +29,10 @@ pub(crate) struct RawConfig {
     pub smtp: Option<Spanned<RawSmtp>>,
     pub relay: Option<Spanned<RawRelay>>,
     pub queue: Option<Spanned<RawQueue>>,
+    pub access: Option<Spanned<RawAccess>>,
+    #[serde(rename = "dnsbl")]
+    pub dnsbls: Option<Spanned<Vec<Spanned<RawDnsbl>>>>,
+    pub limits: Option<Spanned<RawLimits>>,
 }
 
 /// `[server]`
@@ -105,6 +109,7 @@ pub(crate) struct RawRelay {
     pub routes: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     /// Kept as a TOML value so that a string or a float gets a helpful error.
     pub mx_port: Option<Spanned<toml::Value>>,
+    pub clients_only: Option<Spanned<bool>>,
 }
 
 /// `[queue]`
@@ -116,6 +121,45 @@ pub(crate) struct RawQueue {
     pub delay_warning: Option<Spanned<toml::Value>>,
 }
 
+/// `[access]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccess {
+    pub blacklist: Option<Spanned<Vec<Spanned<String>>>>,
+    pub blacklist_file: Option<Spanned<String>>,
+    pub whitelist: Option<Spanned<Vec<Spanned<String>>>>,
+    pub whitelist_file: Option<Spanned<String>>,
+    pub reject_reply: Option<Spanned<String>>,
+    pub ptr: Option<Spanned<String>>,
+    /// An integer or a float.
+    pub ptr_score: Option<Spanned<toml::Value>>,
+    pub ehlo_block: Option<Spanned<Vec<Spanned<String>>>>,
+    pub early_talker: Option<Spanned<toml::Value>>,
+}
+
+/// One `[[dnsbl]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDnsbl {
+    pub zone: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub matches: Option<Spanned<Vec<Spanned<String>>>>,
+    pub reply: Option<Spanned<String>>,
+    /// An integer or a float.
+    pub score: Option<Spanned<toml::Value>>,
+}
+
+/// `[limits]`: integers kept as TOML values so that a string, a float or a
+/// negative number gets a helpful error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_connections: Option<Spanned<toml::Value>>,
+    pub connections_per_ip: Option<Spanned<toml::Value>>,
+    pub max_errors: Option<Spanned<toml::Value>>,
+    pub auto_ban: Option<Spanned<toml::Value>>,
+}
+
 /// Keys that the specification of mxguard defines but this version does not
 /// implement, by table path (`""` is the top level, arrays of tables are
 /// named without index). An unknown key found here gets a more precise
@@ -125,11 +169,8 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
         "",
         &[
             "tls",
-            "access",
-            "dnsbl",
             "sender",
             "recipient",
-            "limits",
             "router",
             "filter",
             "scoring",
@@ -146,7 +187,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
         "relay",
         &[
             "relay_for_clients_only",
-            "clients_only",
             "forward_from",
             "pop_before_smtp",
             "pop_before_smtp_max",
@@ -154,4 +194,15 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
     ),
     ("account", &["password", "relay", "mobile"]),
     ("smtp", &["etrn"]),
+    (
+        "limits",
+        &[
+            "messages_per_hour_per_ip",
+            "recipients_per_hour",
+            "messages_per_hour_per_recipient",
+            "tarpit_start",
+            "tarpit_delay",
+            "exempt",
+        ],
+    ),
 ];

@@ -15,8 +15,9 @@ use crate::locate::{self, Segment};
 use crate::raw::{self, RawConfig};
 use crate::units::{parse_duration, parse_size};
 use crate::{
-    Account, Config, ConfigError, DnsConfig, DomainsConfig, ExpnMode, IpList, ListenerConfig,
-    NextHop, QueueConfig, RelayConfig, Role, ServerConfig, SmtpConfig, VrfyMode,
+    AccessConfig, Account, Config, ConfigError, DEFAULT_DNSBL_REPLY, DnsConfig, DnsblConfig,
+    DomainsConfig, ExpnMode, IpList, LimitsConfig, ListenerConfig, NextHop, PtrMode, QueueConfig,
+    RelayConfig, Reply, Role, ServerConfig, SmtpConfig, VrfyMode,
 };
 
 const DEFAULT_DATA_DIR: &str = "./data";
@@ -32,6 +33,15 @@ const FUTURE_ROLES: &[&str] = &["submissions", "pop3", "pop3s", "admin"];
 const WIDE_V4: u128 = 1 << 24;
 /// A relay client range with more addresses than a `/32` (IPv6) is linted.
 const WIDE_V6: u128 = 1 << 96;
+/// An early talker pause longer than this is linted: clients may give up.
+const LONG_EARLY_TALKER: Duration = Duration::from_secs(10);
+/// At most this many "also in the whitelist" warnings, then a summary.
+const MAX_OVERLAP_WARNINGS: usize = 10;
+/// The longest IP address written in a reply (`%IP%`).
+const LONGEST_IP: &str = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+/// A reply line, CRLF included, is at most 512 octets (RFC 5321 §4.5.3.1.5).
+const MAX_REPLY_LINE: usize = 512;
+const PTR_MODES: &str = "off, require, fcrdns, score";
 const NEXT_HOP_FORMS: &str = "a host like \"mail.example.test\", \"mail.example.test:587\", \"[192.0.2.1]\", \"192.0.2.1:25\" or \"[2001:db8::1]:25\"";
 
 /// Parses and resolves `text`, the content of `path`.
@@ -118,8 +128,16 @@ impl Cx<'_> {
         let relay_to = self.relay_to(raw.domains.as_ref(), &local)?;
         let dns = self.dns(raw.dns)?;
         let smtp = self.smtp(raw.smtp, &mut warnings)?;
+        let clients_only_span = raw
+            .relay
+            .as_ref()
+            .and_then(|r| r.get_ref().clients_only.as_ref())
+            .map(Spanned::span);
         let relay = self.relay(raw.relay, &local, &server, &listeners, &mut warnings)?;
+        let access = self.access(raw.access, &mut warnings)?;
         let queue = self.queue(raw.queue, &mut warnings)?;
+        let dnsbl = self.dnsbls(raw.dnsbls, &mut warnings)?;
+        let limits = self.limits(raw.limits, &mut warnings)?;
 
         let local_set: HashSet<String> = local.iter().cloned().collect();
         let relay_to_set: HashSet<String> = relay_to.iter().cloned().collect();
@@ -131,6 +149,17 @@ impl Cx<'_> {
         };
 
         // Lints that need several sections.
+        if let Some(span) = clients_only_span
+            && relay.clients_only
+            && relay.clients.is_empty()
+            && access.whitelist.is_empty()
+        {
+            warnings.push(self.located(
+                span,
+                "relay.clients_only",
+                "relay.clients and access.whitelist are empty: every connection is refused",
+            ));
+        }
         let domains_span = raw.domains.as_ref().map_or(0..0, |d| d.span());
         if domains.local.is_empty()
             && let Some((span, _)) = listeners.iter().find(|(_, l)| l.role == Role::Mx)
@@ -182,6 +211,9 @@ impl Cx<'_> {
             smtp,
             relay,
             queue,
+            access,
+            dnsbl,
+            limits,
             account_index,
             local_set,
             relay_to_set,
@@ -266,21 +298,7 @@ impl Cx<'_> {
             if name.is_empty() {
                 return Err(self.error(file.span(), key, "expected a file name, got \"\""));
             }
-            if name.contains('\0') {
-                return Err(self.error(file.span(), key, "a path cannot contain a NUL character"));
-            }
-            let path = self
-                .path
-                .parent()
-                .map_or_else(|| PathBuf::from(name), |dir| dir.join(name));
-            let entries = iplist::read_file(&path).map_err(|e| match e {
-                ConfigError::Io { path, source } => self.error(
-                    file.span(),
-                    key,
-                    format!("cannot read the IP list {}: {source}", path.display()),
-                ),
-                other => other,
-            })?;
+            let (path, entries) = self.list_file(file, key)?;
             for entry in entries {
                 if let Some((open, lint)) = client_lint(&entry.text, &entry.range) {
                     open_relay_said |= open;
@@ -291,6 +309,9 @@ impl Cx<'_> {
             relay.clients_file = Some(path);
         }
         relay.clients = IpList::from_ranges(ranges);
+        if let Some(only) = &raw.clients_only {
+            relay.clients_only = *only.get_ref();
+        }
         if !open_relay_said {
             for (all, which) in [
                 (relay.clients.covers_all_v4(), "0.0.0.0/0"),
@@ -357,6 +378,428 @@ impl Cx<'_> {
             }
         }
         Ok(relay)
+    }
+
+    /// Reads the IP list file named by `file` (relative to the
+    /// configuration's directory); an unreadable file is an error at `key`.
+    fn list_file(
+        &self,
+        file: &Spanned<String>,
+        key: &str,
+    ) -> Result<(PathBuf, Vec<iplist::FileEntry>), ConfigError> {
+        let name = file.get_ref();
+        if name.contains('\0') {
+            return Err(self.error(file.span(), key, "a path cannot contain a NUL character"));
+        }
+        let path = self
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from(name), |dir| dir.join(name));
+        let entries = iplist::read_file(&path).map_err(|e| match e {
+            ConfigError::Io { path, source } => self.error(
+                file.span(),
+                key,
+                format!("cannot read the IP list {}: {source}", path.display()),
+            ),
+            other => other,
+        })?;
+        Ok((path, entries))
+    }
+
+    /// The entries of an IP list key and of its file (`""` is no file):
+    /// each with where it is written, for warnings (`file:line: key` or
+    /// `file:line:column: key[i]`).
+    fn ip_list_entries(
+        &self,
+        list: Option<&Spanned<Vec<Spanned<String>>>>,
+        list_key: &str,
+        file: Option<&Spanned<String>>,
+        file_key: &str,
+    ) -> Result<Vec<(String, String, IpRange)>, ConfigError> {
+        let mut out = Vec::new();
+        if let Some(list) = list {
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let key = format!("{list_key}[{i}]");
+                let text = entry.get_ref().trim();
+                let range = IpRange::parse(text)
+                    .map_err(|m| self.error(entry.span(), &key, format!("{text:?}: {m}")))?;
+                let (line, column) = locate::line_col(self.text, entry.span().start);
+                let at = format!("{}:{line}:{column}: {key}", self.path.display());
+                out.push((at, text.to_string(), range));
+            }
+        }
+        if let Some(file) = file
+            && !file.get_ref().is_empty()
+        {
+            let (path, entries) = self.list_file(file, file_key)?;
+            for entry in entries {
+                let at = format!("{}:{}: {file_key}", path.display(), entry.line);
+                out.push((at, entry.text, entry.range));
+            }
+        }
+        Ok(out)
+    }
+
+    fn access(
+        &self,
+        raw: Option<Spanned<raw::RawAccess>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<AccessConfig, ConfigError> {
+        let mut access = AccessConfig::default();
+        let Some(raw) = raw else {
+            return Ok(access);
+        };
+        let access_span = raw.span();
+        let raw = raw.into_inner();
+
+        let white = self.ip_list_entries(
+            raw.whitelist.as_ref(),
+            "access.whitelist",
+            raw.whitelist_file.as_ref(),
+            "access.whitelist_file",
+        )?;
+        access.whitelist = IpList::from_ranges(white.iter().map(|(_, _, r)| *r));
+        let black = self.ip_list_entries(
+            raw.blacklist.as_ref(),
+            "access.blacklist",
+            raw.blacklist_file.as_ref(),
+            "access.blacklist_file",
+        )?;
+        access.blacklist = IpList::from_ranges(black.iter().map(|(_, _, r)| *r));
+
+        let mut overlaps = 0usize;
+        if !access.whitelist.is_empty() {
+            for (at, text, range) in &black {
+                if let Some(both) = access.whitelist.overlap(range) {
+                    overlaps += 1;
+                    if overlaps <= MAX_OVERLAP_WARNINGS {
+                        let which = if both == *range {
+                            String::new()
+                        } else {
+                            format!(" ({both} at least)")
+                        };
+                        warnings.push(format!(
+                            "{at}: {text:?} is also in access.whitelist{which}: the whitelist wins, a whitelisted address is never refused as blacklisted"
+                        ));
+                    }
+                }
+            }
+        }
+        if overlaps > MAX_OVERLAP_WARNINGS {
+            warnings.push(self.located(
+                access_span.clone(),
+                "access.blacklist",
+                &format!(
+                    "{} more blacklist entries are also in access.whitelist (the whitelist wins)",
+                    overlaps - MAX_OVERLAP_WARNINGS
+                ),
+            ));
+        }
+        for (list, name, what) in [
+            (
+                &access.whitelist,
+                "access.whitelist",
+                "no client is ever checked (blacklist, DNSBL, PTR, limits, bans)",
+            ),
+            (
+                &access.blacklist,
+                "access.blacklist",
+                "every client that is not whitelisted is refused",
+            ),
+        ] {
+            for (all, which) in [
+                (list.covers_all_v4(), "0.0.0.0/0"),
+                (list.covers_all_v6(), "::/0"),
+            ] {
+                if all {
+                    warnings.push(self.located(
+                        access_span.clone(),
+                        name,
+                        &format!("{name} holds {which}: {what}"),
+                    ));
+                }
+            }
+        }
+
+        if let Some(reply) = &raw.reject_reply {
+            access.reject_reply = self.refusal_reply(reply, "access.reject_reply", &[])?;
+        }
+
+        if let Some(ptr) = &raw.ptr {
+            let key = "access.ptr";
+            access.ptr = match ptr.get_ref().as_str() {
+                "off" => PtrMode::Off,
+                "require" => PtrMode::Require,
+                "fcrdns" => PtrMode::Fcrdns,
+                "score" => PtrMode::Score,
+                other => {
+                    return Err(self.error(
+                        ptr.span(),
+                        key,
+                        format!("expected one of: {PTR_MODES}, got {other:?}"),
+                    ));
+                }
+            };
+            if matches!(access.ptr, PtrMode::Require | PtrMode::Fcrdns) {
+                warnings.push(self.located(
+                    ptr.span(),
+                    key,
+                    &format!(
+                        "{:?} refuses legitimate servers whose reverse DNS is missing or wrong (RFC 2505 asks for care: \"score\" only counts against them)",
+                        access.ptr.as_str()
+                    ),
+                ));
+            }
+        }
+        if let Some(score) = &raw.ptr_score {
+            let key = "access.ptr_score";
+            access.ptr_score =
+                score_value(score.get_ref()).map_err(|m| self.error(score.span(), key, m))?;
+            if access.ptr != PtrMode::Score {
+                warnings.push(self.located(
+                    score.span(),
+                    key,
+                    &format!(
+                        "ignored: access.ptr is {:?}, the score is used only with \"score\"",
+                        access.ptr.as_str()
+                    ),
+                ));
+            } else if access.ptr_score == 0.0 {
+                warnings.push(self.located(score.span(), key, "is 0: the PTR check has no effect"));
+            }
+        }
+
+        if let Some(list) = &raw.ehlo_block {
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let key = format!("access.ehlo_block[{i}]");
+                let text = entry.get_ref();
+                if text.trim().is_empty() {
+                    return Err(self.error(
+                        entry.span(),
+                        &key,
+                        "expected part of a HELO name like \"ylmf-pc\", got an empty string (it would block every client)",
+                    ));
+                }
+                if let Some(c) = text.chars().find(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(self.error(
+                        entry.span(),
+                        &key,
+                        format!(
+                            "expected part of a HELO name like \"ylmf-pc\", got {text:?} ({c:?} never appears in a HELO name)"
+                        ),
+                    ));
+                }
+                let lower = text.to_lowercase();
+                if !access.ehlo_block.contains(&lower) {
+                    access.ehlo_block.push(lower);
+                }
+            }
+        }
+
+        if let Some(wait) = &raw.early_talker {
+            let key = "access.early_talker";
+            access.early_talker =
+                duration_value(wait.get_ref()).map_err(|m| self.error(wait.span(), key, m))?;
+            if access.early_talker > LONG_EARLY_TALKER {
+                warnings.push(self.located(
+                    wait.span(),
+                    key,
+                    &format!(
+                        "{} before the banner is long: some clients give up waiting (1s to 6s is enough to catch early talkers)",
+                        crate::format_duration(access.early_talker)
+                    ),
+                ));
+            }
+        }
+        Ok(access)
+    }
+
+    /// A reply written by the administrator for a refusal: parsed, 4xx or
+    /// 5xx, printable ASCII, and short enough for one reply line once
+    /// `vars` are substituted.
+    fn refusal_reply(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<Reply, ConfigError> {
+        let text = value.get_ref();
+        let example = "expected a reply like \"554 5.7.1 Access denied\"";
+        let bad = |why: String| {
+            self.error(
+                value.span(),
+                key,
+                format!("{example}, got {text:?} ({why})"),
+            )
+        };
+        if let Some(c) = text.chars().find(|c| !(' '..='~').contains(c)) {
+            return Err(bad(format!(
+                "{c:?}: printable ASCII on one line only, control characters and line breaks would corrupt the SMTP reply"
+            )));
+        }
+        let reply = Reply::parse(text).map_err(|e| match e {
+            mxguard_proto::ReplyError::Unparsable(_) => {
+                bad("a 3-digit code, an optional enhanced code like 5.7.1, then text".into())
+            }
+            other => bad(other.to_string()),
+        })?;
+        if reply.code() < 400 {
+            return Err(bad(format!(
+                "{} is not a refusal: use a 4xx (try again later) or 5xx (permanent) code",
+                reply.code()
+            )));
+        }
+        let wire = reply.substitute(vars).to_wire();
+        if wire.len() > MAX_REPLY_LINE {
+            return Err(bad(format!(
+                "the reply line would be {} octets long, at most {MAX_REPLY_LINE} are allowed",
+                wire.len()
+            )));
+        }
+        Ok(reply)
+    }
+
+    fn dnsbls(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<raw::RawDnsbl>>>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<DnsblConfig>, ConfigError> {
+        let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+        let mut out: Vec<DnsblConfig> = Vec::with_capacity(raw.len());
+        let mut lines: Vec<usize> = Vec::with_capacity(raw.len());
+        for (i, dnsbl) in raw.into_iter().enumerate() {
+            let span = dnsbl.span();
+            let dnsbl = dnsbl.into_inner();
+            let mut config = DnsblConfig::default();
+
+            let key = format!("dnsbl[{i}].zone");
+            let Some(zone) = dnsbl.zone else {
+                return Err(self.error(
+                    span,
+                    &key,
+                    "missing required key (the DNS zone of the list, like \"bl.example.net\")",
+                ));
+            };
+            let name = zone.get_ref().strip_suffix('.').unwrap_or(zone.get_ref());
+            check_domain(name).map_err(|m| self.error(zone.span(), &key, m))?;
+            let lower = name.to_lowercase();
+            if let Some(j) = out.iter().position(|d| d.zone == lower) {
+                return Err(self.error(
+                    zone.span(),
+                    &key,
+                    format!(
+                        "{lower:?} is listed twice (also dnsbl[{j}], line {})",
+                        lines[j]
+                    ),
+                ));
+            }
+            config.zone = lower;
+
+            if let Some(list) = &dnsbl.matches {
+                if list.get_ref().is_empty() {
+                    return Err(self.error(
+                        list.span(),
+                        &format!("dnsbl[{i}].match"),
+                        "expected at least one answer, like [\"127.0.0.2-127.0.0.255\"] (leave it out for the default 127.0.0.2-127.255.255.255)",
+                    ));
+                }
+                let mut ranges = Vec::new();
+                for (j, entry) in list.get_ref().iter().enumerate() {
+                    let key = format!("dnsbl[{i}].match[{j}]");
+                    let text = entry.get_ref().trim();
+                    let range = IpRange::parse(text)
+                        .map_err(|m| self.error(entry.span(), &key, format!("{text:?}: {m}")))?;
+                    if !matches!(range, IpRange::V4(..)) {
+                        return Err(self.error(
+                            entry.span(),
+                            &key,
+                            format!(
+                                "{text:?}: expected an IPv4 address, CIDR or range: DNSBL answers are A records, like 127.0.0.2"
+                            ),
+                        ));
+                    }
+                    ranges.push(range);
+                }
+                config.matches = IpList::from_ranges(ranges);
+            }
+
+            let reply_key = format!("dnsbl[{i}].reply");
+            let vars = [("IP", LONGEST_IP), ("ZONE", config.zone.as_str())];
+            match &dnsbl.reply {
+                Some(reply) => {
+                    config.reply = self.refusal_reply(reply, &reply_key, &vars)?;
+                }
+                None => {
+                    let default = Spanned::new(span.clone(), DEFAULT_DNSBL_REPLY.to_string());
+                    config.reply =
+                        self.refusal_reply(&default, &format!("dnsbl[{i}].zone"), &vars)?;
+                }
+            }
+
+            if let Some(score) = &dnsbl.score {
+                let key = format!("dnsbl[{i}].score");
+                config.score =
+                    score_value(score.get_ref()).map_err(|m| self.error(score.span(), &key, m))?;
+                if config.score > 0.0
+                    && let Some(reply) = &dnsbl.reply
+                {
+                    warnings.push(self.located(
+                        reply.span(),
+                        &reply_key,
+                        &format!(
+                            "never sent: dnsbl[{i}].score is greater than 0, so a listed client is scored, not refused"
+                        ),
+                    ));
+                }
+            }
+            lines.push(self.line_of(&span));
+            out.push(config);
+        }
+        Ok(out)
+    }
+
+    fn limits(
+        &self,
+        raw: Option<Spanned<raw::RawLimits>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<LimitsConfig, ConfigError> {
+        let mut limits = LimitsConfig::default();
+        let Some(raw) = raw else {
+            return Ok(limits);
+        };
+        let raw = raw.into_inner();
+        let count = |value: &Spanned<toml::Value>, key: &str, max: u64| {
+            count_value(value.get_ref(), max).map_err(|m| self.error(value.span(), key, m))
+        };
+        let usize_max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+        if let Some(v) = &raw.max_connections {
+            let n = count(v, "limits.max_connections", usize_max)?;
+            limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = &raw.connections_per_ip {
+            let n = count(v, "limits.connections_per_ip", usize_max)?;
+            limits.connections_per_ip = usize::try_from(n).unwrap_or(usize::MAX);
+            if limits.connections_per_ip > limits.max_connections {
+                warnings.push(self.located(
+                    v.span(),
+                    "limits.connections_per_ip",
+                    &format!(
+                        "{} is more than limits.max_connections ({}): one client may take every connection",
+                        limits.connections_per_ip, limits.max_connections
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &raw.max_errors {
+            let n = count(v, "limits.max_errors", u64::from(u32::MAX))?;
+            limits.max_errors = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = &raw.auto_ban {
+            let d = duration_value(v.get_ref())
+                .map_err(|m| self.error(v.span(), "limits.auto_ban", m))?;
+            limits.auto_ban = (!d.is_zero()).then_some(d);
+        }
+        Ok(limits)
     }
 
     fn queue(
@@ -978,7 +1421,9 @@ fn check_shapes(doc: &DeTable<'_>) -> Option<(Range<usize>, String, String)> {
             )
         })
     };
-    for key in ["server", "domains", "dns", "smtp", "relay", "queue"] {
+    for key in [
+        "server", "domains", "dns", "smtp", "relay", "queue", "access", "limits",
+    ] {
         if let Some(value) = doc.get(key)
             && let Some(problem) = table(value, key)
         {
@@ -993,7 +1438,7 @@ fn check_shapes(doc: &DeTable<'_>) -> Option<(Range<usize>, String, String)> {
     {
         return Some(problem);
     }
-    for key in ["listener", "account"] {
+    for key in ["listener", "account", "dnsbl"] {
         let Some(value) = doc.get(key) else { continue };
         let expected = format!("expected an array of tables ([[{key}]])");
         let Some(items) = value.get_ref().as_array() else {
@@ -1143,6 +1588,42 @@ fn parse_next_hop(text: &str, default_port: u16) -> Result<NextHop, String> {
         },
     };
     Ok(NextHop { host, port })
+}
+
+/// A score: a TOML integer or number, finite, 0 or more.
+fn score_value(value: &toml::Value) -> Result<f64, String> {
+    let bad = || {
+        format!(
+            "expected a score of 0 or more, like 1.5, got {}",
+            describe(value)
+        )
+    };
+    let score = match value {
+        // Scores are small: the conversion is exact for them.
+        toml::Value::Integer(n) => *n as f64,
+        toml::Value::Float(f) => *f,
+        _ => return Err(bad()),
+    };
+    if !score.is_finite() || score < 0.0 {
+        return Err(bad());
+    }
+    Ok(score)
+}
+
+/// A count: a TOML integer from 1 to `max`.
+fn count_value(value: &toml::Value, max: u64) -> Result<u64, String> {
+    match value {
+        toml::Value::Integer(n) => match u64::try_from(*n) {
+            Ok(n) if n > 0 && n <= max => Ok(n),
+            Ok(0) => Err("must be greater than 0".to_string()),
+            Ok(_) => Err(format!("expected a whole number from 1 to {max}, got {n}")),
+            Err(_) => Err(format!("expected a whole number greater than 0, got {n}")),
+        },
+        other => Err(format!(
+            "expected a whole number greater than 0, got {}",
+            describe(other)
+        )),
+    }
 }
 
 /// A port number: a TOML integer from 1 to 65535.

@@ -7,7 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mxguard_config::{Config, ConfigError, ExpnMode, IpList, NextHop, QueueConfig, Role, VrfyMode};
+use mxguard_config::{
+    AccessConfig, Config, ConfigError, DnsblConfig, ExpnMode, IpList, LimitsConfig, NextHop,
+    PtrMode, QueueConfig, Reply, Role, VrfyMode,
+};
 
 /// The example of the specification, restricted to what this version
 /// supports.
@@ -60,6 +63,33 @@ mx_port = 2525
 retry = ["5m", "15m", "30m", "1h", "2h", "4h"]
 max_age = "5d"
 delay_warning = "4h"
+
+[access]
+blacklist = ["203.0.113.0/24", "2001:db8:bad::/48"]
+blacklist_file = "tests/data/blacklist.txt"
+whitelist = ["192.0.2.25", "2001:db8:900d::1"]
+whitelist_file = ""
+reject_reply = "554 5.7.1 Access denied"
+ptr = "score"
+ptr_score = 1.5
+ehlo_block = ["ylmf-pc", "Spam.Test"]
+early_talker = "1s"
+
+[[dnsbl]]
+zone = "bl.example.net"
+match = ["127.0.0.2-127.0.0.255"]
+reply = "554 5.7.1 Service unavailable; [%IP%] listed at %ZONE%"
+score = 0
+
+[[dnsbl]]
+zone = "Score.Example.NET."
+score = 2.5
+
+[limits]
+max_connections = 2000
+connections_per_ip = 20
+max_errors = 10
+auto_ban = "1h"
 "#;
 
 /// The smallest valid configuration.
@@ -356,7 +386,7 @@ fn errors_in_the_sample() {
             "[dns]",
             "[tls]\ncertificate = \"x\"\n[dns]",
             "17:2: tls",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, domains, account, dns, smtp, relay, queue)",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, domains, account, dns, smtp, relay, queue, access, dnsbl, limits)",
         ),
         (
             "hide_client_ip = false",
@@ -712,8 +742,8 @@ fn errors_in_whole_files() {
             "mxguard.toml:8:11: account[0].address: the domain \"example.test\" of \"a@example.test\" is not in domains.local",
         ),
         (
-            "[[dnsbl]]\nzone = \"bl.example.net\"\n",
-            "mxguard.toml:1:3: dnsbl: unknown key: not supported by this version of mxguard",
+            "[[filter]]\nname = \"EMPTY_TO\"\n",
+            "mxguard.toml:1:3: filter: unknown key: not supported by this version of mxguard",
         ),
         ("= 1\n", "mxguard.toml:1:1: (top level): invalid TOML"),
         (
@@ -770,6 +800,17 @@ fn load_reads_the_file_and_names_it() {
     );
     std::fs::create_dir_all(dir.path().join("tests/data")).unwrap();
     std::fs::write(dir.path().join("tests/data/clients.txt"), "203.0.113.7\n").unwrap();
+    // access.blacklist_file too.
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:53:18: access.blacklist_file: cannot read the IP list {}",
+            path.display(),
+            dir.path().join("tests/data/blacklist.txt").display()
+        )),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("tests/data/blacklist.txt"), "198.18.0.1\n").unwrap();
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.path, path);
     assert_eq!(
@@ -778,6 +819,8 @@ fn load_reads_the_file_and_names_it() {
     );
     assert!(config.is_relay_client("203.0.113.7".parse().unwrap()));
     assert!(!config.is_relay_client("172.16.5.1".parse().unwrap()));
+    assert!(config.is_blacklisted("198.18.0.1".parse().unwrap()));
+    assert!(!config.is_blacklisted("198.51.100.66".parse().unwrap()));
 
     let missing = dir.path().join("missing.toml");
     let err = Config::load(&missing).unwrap_err();
@@ -918,7 +961,7 @@ fn malformed_inputs_are_errors() {
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nroutes = { \"a.test\" = \"\" }",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nmx_port = 1.5",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nmx_port = -25",
-        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients_only = true",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients_only = \"yes\"",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\npop_before_smtp_max = 10",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[[relay]]\nclients = []",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[queue]\nretry = [\"5m\", true]",
@@ -1021,6 +1064,14 @@ fn documented_example_parses() {
     assert_eq!(config.route_for("inner.test"), Some(&hop("10.0.0.6", 25)));
     assert_eq!(config.relay.smarthost, Some(hop("mail.isp.test", 587)));
     assert_eq!(config.queue, QueueConfig::default());
+    assert!(!config.relay.clients_only);
+    assert!(config.is_blacklisted(ip("203.0.113.9")));
+    assert!(config.is_whitelisted(ip("192.0.2.25")));
+    assert_eq!(config.access.ptr, PtrMode::Score);
+    assert_eq!(config.access.early_talker, Duration::from_secs(2));
+    assert_eq!(config.dnsbl.len(), 2);
+    assert_eq!(config.dnsbl[1].score, 2.5);
+    assert_eq!(config.limits, LimitsConfig::default());
 }
 
 #[test]
@@ -1305,7 +1356,7 @@ fn relay_and_queue_errors() {
             "mx_port = 2525",
             "mx_port = 2525\nrelay_for_clients_only = true",
             "45:1: relay.relay_for_clients_only",
-            "unknown key: not supported by this version of mxguard (expected one of: clients, clients_file, smarthost, routes, mx_port)",
+            "unknown key: not supported by this version of mxguard (expected one of: clients, clients_file, smarthost, routes, mx_port, clients_only)",
         ),
         (
             "mx_port = 2525",
@@ -1323,7 +1374,7 @@ fn relay_and_queue_errors() {
             "mx_port = 2525",
             "mx_port = 2525\nclient = []",
             "45:1: relay.client",
-            "unknown key (expected one of: clients, clients_file, smarthost, routes, mx_port)",
+            "unknown key (expected one of: clients, clients_file, smarthost, routes, mx_port, clients_only)",
         ),
         (
             "retry = [\"5m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
@@ -1593,4 +1644,710 @@ fn large_client_list_in_the_configuration() {
     assert!(!config.is_relay_client(ip("9.255.255.255")));
     let list = IpList::from_ranges(config.relay.clients.ranges());
     assert_eq!(list, config.relay.clients);
+}
+
+/// The new sections of the sample: `[access]`, `[[dnsbl]]`, `[limits]`.
+#[test]
+fn access_dnsbl_limits_in_the_sample() {
+    let config = parse(SAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    let access = &config.access;
+    // 2 entries in the configuration and 3 in the file.
+    assert_eq!(access.blacklist.len(), 5);
+    assert_eq!(access.whitelist.len(), 2);
+    assert_eq!(access.reject_reply.code(), 554);
+    assert_eq!(access.reject_reply.to_wire(), "554 5.7.1 Access denied\r\n");
+    assert_eq!(access.ptr, PtrMode::Score);
+    assert_eq!(access.ptr.as_str(), "score");
+    assert_eq!(access.ptr_score, 1.5);
+    assert_eq!(access.ehlo_block, vec!["ylmf-pc", "spam.test"]);
+    assert_eq!(access.early_talker, Duration::from_secs(1));
+    assert_eq!(access.ehlo_blocked("YLMF-PC"), Some("ylmf-pc"));
+    assert_eq!(access.ehlo_blocked("host.SPAM.test"), Some("spam.test"));
+    assert_eq!(access.ehlo_blocked("mail.example.org"), None);
+
+    for yes in [
+        "203.0.113.0",
+        "203.0.113.255",
+        "::ffff:203.0.113.9",
+        "2001:db8:bad::1",
+        "198.51.100.66",
+        "198.51.100.200",
+        "2001:db8:dead:1::1",
+    ] {
+        assert!(config.is_blacklisted(ip(yes)), "{yes}");
+        assert!(!config.is_whitelisted(ip(yes)), "{yes}");
+    }
+    for no in [
+        "203.0.114.0",
+        "198.51.100.65",
+        "192.0.2.25",
+        "2001:db8:badd::1",
+    ] {
+        assert!(!config.is_blacklisted(ip(no)), "{no}");
+    }
+    assert!(config.is_whitelisted(ip("192.0.2.25")));
+    assert!(config.is_whitelisted(ip("::ffff:192.0.2.25")));
+    assert!(config.is_whitelisted(ip("2001:db8:900d::1")));
+    assert!(!config.is_whitelisted(ip("192.0.2.26")));
+
+    assert_eq!(config.dnsbl.len(), 2);
+    let bl = &config.dnsbl[0];
+    assert_eq!(bl.zone, "bl.example.net");
+    assert!(bl.is_listed_answer("127.0.0.2".parse().unwrap()));
+    assert!(bl.is_listed_answer("127.0.0.255".parse().unwrap()));
+    assert!(!bl.is_listed_answer("127.0.1.2".parse().unwrap()));
+    assert!(!bl.is_listed_answer("127.0.0.1".parse().unwrap()));
+    assert_eq!(bl.score, 0.0);
+    assert_eq!(
+        bl.reply.to_string(),
+        "554 5.7.1 Service unavailable; [%IP%] listed at %ZONE%"
+    );
+    assert_eq!(
+        bl.reply_for(ip("192.0.2.99")).to_wire(),
+        "554 5.7.1 Service unavailable; [192.0.2.99] listed at bl.example.net\r\n"
+    );
+    let scored = &config.dnsbl[1];
+    assert_eq!(scored.zone, "score.example.net");
+    assert_eq!(scored.score, 2.5);
+    assert_eq!(scored.matches, DnsblConfig::default().matches);
+    assert!(scored.is_listed_answer("127.255.0.4".parse().unwrap()));
+    assert_eq!(scored.reply, DnsblConfig::default().reply);
+
+    assert_eq!(config.limits, LimitsConfig::default());
+    assert!(!config.relay.clients_only);
+    assert_eq!(config.warnings(), Vec::<String>::new());
+}
+
+#[test]
+fn access_dnsbl_limits_defaults() {
+    let config = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.access, AccessConfig::default());
+    assert!(config.access.blacklist.is_empty());
+    assert!(config.access.whitelist.is_empty());
+    assert_eq!(
+        config.access.reject_reply,
+        Reply::parse("554 5.7.1 Access denied").unwrap()
+    );
+    assert_eq!(config.access.ptr, PtrMode::Off);
+    assert_eq!(config.access.ptr_score, 1.0);
+    assert!(config.access.ehlo_block.is_empty());
+    assert_eq!(config.access.early_talker, Duration::ZERO);
+    assert!(config.dnsbl.is_empty());
+    assert_eq!(config.limits.max_connections, 2000);
+    assert_eq!(config.limits.connections_per_ip, 20);
+    assert_eq!(config.limits.max_errors, 10);
+    assert_eq!(config.limits.auto_ban, Some(Duration::from_secs(3600)));
+    assert!(!config.relay.clients_only);
+    assert!(!config.is_blacklisted(ip("203.0.113.1")));
+    assert!(!config.is_whitelisted(ip("203.0.113.1")));
+
+    let d = DnsblConfig::default();
+    assert_eq!(d.score, 0.0);
+    assert!(d.is_listed_answer("127.0.0.2".parse().unwrap()));
+    assert!(d.is_listed_answer("127.255.255.255".parse().unwrap()));
+    assert!(!d.is_listed_answer("127.0.0.1".parse().unwrap()));
+    assert!(!d.is_listed_answer("128.0.0.2".parse().unwrap()));
+    assert_eq!(
+        d.reply.to_wire(),
+        "554 5.7.1 Service unavailable; [%IP%] listed at %ZONE%\r\n"
+    );
+    for (mode, name) in [
+        (PtrMode::Off, "off"),
+        (PtrMode::Require, "require"),
+        (PtrMode::Fcrdns, "fcrdns"),
+        (PtrMode::Score, "score"),
+    ] {
+        assert_eq!(mode.as_str(), name);
+        assert_eq!(mode.to_string(), name);
+    }
+}
+
+#[test]
+fn access_dnsbl_limits_other_forms() {
+    type Check = dyn Fn(&Config) -> bool;
+    let cases: &[(&str, &Check)] = &[
+        (
+            "[relay]\nclients = [\"10.0.0.0/8\"]\nclients_only = true\n",
+            &|c| c.relay.clients_only,
+        ),
+        ("[access]\nreject_reply = \"421 4.7.1 go away\"\n", &|c| {
+            c.access.reject_reply.code() == 421
+                && c.access.reject_reply.to_wire() == "421 4.7.1 go away\r\n"
+        }),
+        ("[access]\nreject_reply = \"550 no\"\n", &|c| {
+            c.access.reject_reply.enhanced().is_none()
+        }),
+        ("[access]\nptr = \"off\"\n", &|c| {
+            c.access.ptr == PtrMode::Off
+        }),
+        ("[access]\nptr = \"require\"\n", &|c| {
+            c.access.ptr == PtrMode::Require
+        }),
+        ("[access]\nptr = \"fcrdns\"\n", &|c| {
+            c.access.ptr == PtrMode::Fcrdns
+        }),
+        ("[access]\nptr = \"score\"\nptr_score = 3\n", &|c| {
+            c.access.ptr == PtrMode::Score && c.access.ptr_score == 3.0
+        }),
+        ("[access]\nearly_talker = \"0s\"\n", &|c| {
+            c.access.early_talker.is_zero()
+        }),
+        ("[access]\nearly_talker = \"500ms\"\n", &|c| {
+            c.access.early_talker == Duration::from_millis(500)
+        }),
+        ("[access]\nehlo_block = [\"A\", \"a\"]\n", &|c| {
+            c.access.ehlo_block == ["a"]
+        }),
+        ("[access]\nblacklist = []\nwhitelist = []\n", &|c| {
+            c.access == AccessConfig::default()
+        }),
+        ("[limits]\nauto_ban = \"0s\"\n", &|c| {
+            c.limits.auto_ban.is_none()
+        }),
+        (
+            "[limits]\nmax_connections = 1\nconnections_per_ip = 1\nmax_errors = 1\nauto_ban = \"10m\"\n",
+            &|c| {
+                c.limits
+                    == LimitsConfig {
+                        max_connections: 1,
+                        connections_per_ip: 1,
+                        max_errors: 1,
+                        auto_ban: Some(Duration::from_secs(600)),
+                    }
+            },
+        ),
+        (
+            "[[dnsbl]]\nzone = \"a.test\"\n[[dnsbl]]\nzone = \"b.test\"\nreply = \"450 4.7.1 %ZONE% says no to %IP%\"\nmatch = [\"127.0.0.2\", \"127.0.0.4/31\"]\n",
+            &|c| {
+                c.dnsbl.len() == 2
+                    && c.dnsbl[1].reply_for(ip("2001:db8::1")).to_wire()
+                        == "450 4.7.1 b.test says no to 2001:db8::1\r\n"
+                    && c.dnsbl[1].is_listed_answer("127.0.0.5".parse().unwrap())
+                    && !c.dnsbl[1].is_listed_answer("127.0.0.3".parse().unwrap())
+            },
+        ),
+        ("dnsbl = [{ zone = \"a.test\", score = 0.5 }]\n", &|c| {
+            c.dnsbl[0].score == 0.5
+        }),
+    ];
+    for (extra, check) in cases {
+        let text = if extra.starts_with("dnsbl =") {
+            format!("{extra}{MINIMAL}")
+        } else {
+            format!("{MINIMAL}{extra}")
+        };
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(check(&config), "{text}");
+    }
+}
+
+/// Bad values of the new keys: each error names the line, column and key.
+#[test]
+fn access_dnsbl_limits_errors() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "blacklist = [\"203.0.113.0/24\",",
+            "blacklist = [\"203.0.113.0/33\",",
+            "52:14: access.blacklist[0]",
+            "\"203.0.113.0/33\": expected an address, CIDR or range",
+        ),
+        (
+            "whitelist = [\"192.0.2.25\",",
+            "whitelist = [\"192.0.2.25\", \"nope\",",
+            "54:28: access.whitelist[1]",
+            "\"nope\": expected an address, CIDR or range",
+        ),
+        (
+            "blacklist_file = \"tests/data/blacklist.txt\"",
+            "blacklist_file = \"tests/data/missing.txt\"",
+            "53:18: access.blacklist_file",
+            "cannot read the IP list tests/data/missing.txt",
+        ),
+        (
+            "whitelist_file = \"\"",
+            "whitelist_file = \"tests/data/nowhere.txt\"",
+            "55:18: access.whitelist_file",
+            "cannot read the IP list",
+        ),
+        (
+            "whitelist_file = \"\"",
+            "whitelist_file = 5",
+            "55:18: access.whitelist_file",
+            "expected a string, got integer `5`",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = \"Access denied\"",
+            "56:16: access.reject_reply",
+            "expected a reply like \"554 5.7.1 Access denied\", got \"Access denied\"",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = \"250 2.0.0 OK\"",
+            "56:16: access.reject_reply",
+            "250 is not a refusal: use a 4xx (try again later) or 5xx (permanent) code",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = \"354 go ahead\"",
+            "56:16: access.reject_reply",
+            "354 is not a refusal",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = \"554 4.7.1 Access denied\"",
+            "56:16: access.reject_reply",
+            "does not match the class of reply code 554",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = \"699 no\"",
+            "56:16: access.reject_reply",
+            "reply code 699 is not between 200 and 599",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = \"554 5.7.1 Access denied\\r\\n250 OK\"",
+            "56:16: access.reject_reply",
+            "'\\r': printable ASCII on one line only",
+        ),
+        (
+            "reject_reply = \"554 5.7.1 Access denied\"",
+            "reject_reply = 554",
+            "56:16: access.reject_reply",
+            "expected a string, got integer `554`",
+        ),
+        (
+            "ptr = \"score\"",
+            "ptr = \"strict\"",
+            "57:7: access.ptr",
+            "expected one of: off, require, fcrdns, score, got \"strict\"",
+        ),
+        (
+            "ptr_score = 1.5",
+            "ptr_score = -1.5",
+            "58:13: access.ptr_score",
+            "expected a score of 0 or more, like 1.5, got the number -1.5",
+        ),
+        (
+            "ptr_score = 1.5",
+            "ptr_score = nan",
+            "58:13: access.ptr_score",
+            "expected a score of 0 or more",
+        ),
+        (
+            "ptr_score = 1.5",
+            "ptr_score = \"1.5\"",
+            "58:13: access.ptr_score",
+            "expected a score of 0 or more, like 1.5, got \"1.5\"",
+        ),
+        (
+            "ehlo_block = [\"ylmf-pc\", \"Spam.Test\"]",
+            "ehlo_block = [\"ylmf-pc\", \"\"]",
+            "59:26: access.ehlo_block[1]",
+            "got an empty string (it would block every client)",
+        ),
+        (
+            "ehlo_block = [\"ylmf-pc\", \"Spam.Test\"]",
+            "ehlo_block = [\"ylmf pc\"]",
+            "59:15: access.ehlo_block[0]",
+            "' ' never appears in a HELO name",
+        ),
+        (
+            "early_talker = \"1s\"",
+            "early_talker = 1",
+            "60:16: access.early_talker",
+            "a bare number is ambiguous",
+        ),
+        (
+            "early_talker = \"1s\"",
+            "early_talker = \"-1s\"",
+            "60:16: access.early_talker",
+            "expected a duration like \"5m\"",
+        ),
+        (
+            "early_talker = \"1s\"",
+            "early_talker = \"1s\"\nearly_talkers = \"1s\"",
+            "61:1: access.early_talkers",
+            "unknown key (expected one of: blacklist, blacklist_file, whitelist, whitelist_file, reject_reply, ptr, ptr_score, ehlo_block, early_talker)",
+        ),
+        (
+            "zone = \"bl.example.net\"",
+            "zone = \"bl..example.net\"",
+            "63:8: dnsbl[0].zone",
+            "expected a domain name like \"example.test\", got \"bl..example.net\" (empty label)",
+        ),
+        (
+            "zone = \"bl.example.net\"",
+            "zone = \"127.0.0.1\"",
+            "63:8: dnsbl[0].zone",
+            "an IP address is not a domain name",
+        ),
+        (
+            "zone = \"bl.example.net\"",
+            "zone = \"\"",
+            "63:8: dnsbl[0].zone",
+            "it is empty",
+        ),
+        (
+            "zone = \"bl.example.net\"",
+            "zone = \"score.example.net\"",
+            "69:8: dnsbl[1].zone",
+            "\"score.example.net\" is listed twice (also dnsbl[0], line 62)",
+        ),
+        (
+            "zone = \"bl.example.net\"",
+            "zones = \"bl.example.net\"",
+            "63:1: dnsbl[0].zones",
+            "unknown key (expected one of: zone, match, reply, score)",
+        ),
+        (
+            "zone = \"bl.example.net\"\n",
+            "",
+            "62:1: dnsbl[0].zone",
+            "missing required key",
+        ),
+        (
+            "match = [\"127.0.0.2-127.0.0.255\"]",
+            "match = [\"::1\"]",
+            "64:10: dnsbl[0].match[0]",
+            "\"::1\": expected an IPv4 address, CIDR or range: DNSBL answers are A records",
+        ),
+        (
+            "match = [\"127.0.0.2-127.0.0.255\"]",
+            "match = [\"127.0.0.2\", \"127.0.0.x\"]",
+            "64:23: dnsbl[0].match[1]",
+            "\"127.0.0.x\": expected an address, CIDR or range",
+        ),
+        (
+            "match = [\"127.0.0.2-127.0.0.255\"]",
+            "match = []",
+            "64:9: dnsbl[0].match",
+            "expected at least one answer",
+        ),
+        (
+            "match = [\"127.0.0.2-127.0.0.255\"]",
+            "match = \"127.0.0.2\"",
+            "64:9: dnsbl[0].match",
+            "expected an array",
+        ),
+        (
+            "reply = \"554 5.7.1 Service unavailable; [%IP%] listed at %ZONE%\"",
+            "reply = \"listed\"",
+            "65:9: dnsbl[0].reply",
+            "expected a reply like \"554 5.7.1 Access denied\", got \"listed\"",
+        ),
+        (
+            "reply = \"554 5.7.1 Service unavailable; [%IP%] listed at %ZONE%\"",
+            "reply = \"220 fine\"",
+            "65:9: dnsbl[0].reply",
+            "220 is not a refusal",
+        ),
+        (
+            "score = 0\n",
+            "score = -1\n",
+            "66:9: dnsbl[0].score",
+            "expected a score of 0 or more, like 1.5, got -1",
+        ),
+        (
+            "score = 2.5",
+            "score = inf",
+            "70:9: dnsbl[1].score",
+            "expected a score of 0 or more",
+        ),
+        (
+            "max_connections = 2000",
+            "max_connections = 0",
+            "73:19: limits.max_connections",
+            "must be greater than 0",
+        ),
+        (
+            "max_connections = 2000",
+            "max_connections = \"2000\"",
+            "73:19: limits.max_connections",
+            "expected a whole number greater than 0, got \"2000\"",
+        ),
+        (
+            "connections_per_ip = 20",
+            "connections_per_ip = -20",
+            "74:22: limits.connections_per_ip",
+            "expected a whole number greater than 0, got -20",
+        ),
+        (
+            "max_errors = 10",
+            "max_errors = 10.5",
+            "75:14: limits.max_errors",
+            "expected a whole number greater than 0, got the number 10.5",
+        ),
+        (
+            "max_errors = 10",
+            "max_errors = 4294967296",
+            "75:14: limits.max_errors",
+            "expected a whole number from 1 to 4294967295, got 4294967296",
+        ),
+        (
+            "auto_ban = \"1h\"",
+            "auto_ban = \"1 hour\"",
+            "76:12: limits.auto_ban",
+            "expected a duration like \"5m\"",
+        ),
+        (
+            "auto_ban = \"1h\"",
+            "auto_ban = \"1h\"\ntarpit_delay = \"1s\"",
+            "77:1: limits.tarpit_delay",
+            "unknown key: not supported by this version of mxguard (expected one of: max_connections, connections_per_ip, max_errors, auto_ban)",
+        ),
+        (
+            "auto_ban = \"1h\"",
+            "auto_ban = \"1h\"\nmessages_per_hour_per_ip = 500",
+            "77:1: limits.messages_per_hour_per_ip",
+            "unknown key: not supported by this version of mxguard",
+        ),
+        (
+            "auto_ban = \"1h\"",
+            "auto_ban = \"1h\"\nexempt = []",
+            "77:1: limits.exempt",
+            "unknown key: not supported by this version of mxguard",
+        ),
+        (
+            "auto_ban = \"1h\"",
+            "auto_ban = \"1h\"\nmax_connection = 5",
+            "77:1: limits.max_connection",
+            "unknown key (expected one of",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\nclients_only = \"yes\"",
+            "45:16: relay.clients_only",
+            "expected a boolean (true or false), got string \"yes\"",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (from, to, location, message) in cases {
+        assert!(SAMPLE.contains(from), "the sample has no {from:?}");
+        let text = SAMPLE.replacen(from, to, 1);
+        let got = error(&text);
+        let prefix = format!("mxguard.toml:{location}: ");
+        if !(got.starts_with(&prefix) && got.contains(message)) {
+            failures.push(format!(
+                "replacing {from:?} by {to:?}\n  expected: {prefix}...{message}...\n       got: {got}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    for (text, expected) in [
+        (
+            format!("access = 5\n{MINIMAL}"),
+            "mxguard.toml:1:10: access: expected a table ([access]), got an integer",
+        ),
+        (
+            format!("limits = []\n{MINIMAL}"),
+            "mxguard.toml:1:10: limits: expected a table ([limits]), got an array",
+        ),
+        (
+            format!("{MINIMAL}[dnsbl]\nzone = \"a.test\"\n"),
+            "mxguard.toml:8:1: dnsbl: expected an array of tables ([[dnsbl]]), got a table",
+        ),
+        (
+            format!("{MINIMAL}[[dnsbl]]\nzone = \"A.test\"\n[[dnsbl]]\nzone = \"a.TEST.\"\n"),
+            "mxguard.toml:11:8: dnsbl[1].zone: \"a.test\" is listed twice (also dnsbl[0], line 8)",
+        ),
+        (
+            format!(
+                "{MINIMAL}[[dnsbl]]\nzone = \"a.test\"\nreply = \"554 5.7.1 {}%IP%\"\n",
+                "x".repeat(460)
+            ),
+            "mxguard.toml:10:9: dnsbl[0].reply: expected a reply like",
+        ),
+    ] {
+        let got = error(&text);
+        assert!(got.starts_with(expected), "{got}");
+    }
+
+    // A bad line of blacklist_file names that file and line.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("blacklist.txt");
+    std::fs::write(&list, "198.51.100.1\n\n198.51.100.0/40 ; bad\n").unwrap();
+    let config = dir.path().join("mxguard.toml");
+    std::fs::write(
+        &config,
+        format!("{MINIMAL}[access]\nblacklist_file = \"blacklist.txt\"\n"),
+    )
+    .unwrap();
+    let err = Config::load(&config).unwrap_err();
+    assert!(matches!(err, ConfigError::List { line: 3, .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:3: \"198.51.100.0/40\": ", list.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn access_dnsbl_limits_warnings() {
+    let base = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[access]\nwhitelist = [\"10.0.0.0/8\"]\nblacklist = [\"192.0.2.1\", \"10.1.2.3\"]\n",
+            "mxguard.toml:8:27: access.blacklist[1]: \"10.1.2.3\" is also in access.whitelist: the whitelist wins, a whitelisted address is never refused as blacklisted",
+        ),
+        (
+            "[access]\nwhitelist = [\"10.1.2.3\"]\nblacklist = [\"10.0.0.0/8\"]\n",
+            "mxguard.toml:8:14: access.blacklist[0]: \"10.0.0.0/8\" is also in access.whitelist (10.1.2.3 at least): the whitelist wins",
+        ),
+        (
+            "[access]\nptr = \"require\"\n",
+            "mxguard.toml:7:7: access.ptr: \"require\" refuses legitimate servers whose reverse DNS is missing or wrong (RFC 2505 asks for care",
+        ),
+        (
+            "[access]\nptr = \"fcrdns\"\n",
+            "mxguard.toml:7:7: access.ptr: \"fcrdns\" refuses legitimate servers",
+        ),
+        (
+            "[access]\nptr_score = 2\n",
+            "mxguard.toml:7:13: access.ptr_score: ignored: access.ptr is \"off\"",
+        ),
+        (
+            "[access]\nptr = \"score\"\nptr_score = 0\n",
+            "mxguard.toml:8:13: access.ptr_score: is 0: the PTR check has no effect",
+        ),
+        (
+            "[access]\nearly_talker = \"11s\"\n",
+            "mxguard.toml:7:16: access.early_talker: 11s before the banner is long: some clients give up waiting",
+        ),
+        (
+            "[access]\nwhitelist = [\"0.0.0.0/0\"]\n",
+            "access.whitelist: access.whitelist holds 0.0.0.0/0: no client is ever checked",
+        ),
+        (
+            "[access]\nblacklist = [\"::/0\"]\n",
+            "access.blacklist: access.blacklist holds ::/0: every client that is not whitelisted is refused",
+        ),
+        (
+            "[relay]\nclients_only = true\n",
+            "mxguard.toml:7:16: relay.clients_only: relay.clients and access.whitelist are empty: every connection is refused",
+        ),
+        (
+            "[[dnsbl]]\nzone = \"a.test\"\nreply = \"550 no\"\nscore = 1\n",
+            "mxguard.toml:8:9: dnsbl[0].reply: never sent: dnsbl[0].score is greater than 0",
+        ),
+        (
+            "[limits]\nmax_connections = 10\nconnections_per_ip = 11\n",
+            "mxguard.toml:8:22: limits.connections_per_ip: 11 is more than limits.max_connections (10)",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let text = format!("{base}{extra}");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let warnings = config.warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with(expected)
+                || (!expected.starts_with("mxguard.toml") && w.contains(expected))),
+            "for {extra:?}\n  expected a warning: {expected}\n  got: {warnings:#?}"
+        );
+    }
+    // Not linted.
+    for extra in [
+        "[access]\nptr = \"score\"\nearly_talker = \"10s\"\nwhitelist = [\"10.0.0.1\"]\nblacklist = [\"10.0.0.2\"]\n",
+        "[relay]\nclients_only = true\nclients = [\"10.0.0.0/8\"]\n",
+        "[relay]\nclients_only = true\n[access]\nwhitelist = [\"192.0.2.1\"]\n",
+        "[[dnsbl]]\nzone = \"a.test\"\nscore = 1\n",
+        "[limits]\nconnections_per_ip = 2000\n",
+    ] {
+        let text = format!("{base}{extra}");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ours(&config), Vec::<String>::new(), "{extra}");
+    }
+
+    // Overlaps found in files name the file and line; past ten, a summary.
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for i in 0..15 {
+        lines.push_str(&format!("10.0.0.{i}\n"));
+    }
+    std::fs::write(dir.path().join("black.txt"), lines).unwrap();
+    std::fs::write(dir.path().join("white.txt"), "; trusted\n10.0.0.0/24\n").unwrap();
+    let path = dir.path().join("mxguard.toml");
+    std::fs::write(
+        &path,
+        format!("{base}[access]\nblacklist_file = \"black.txt\"\nwhitelist_file = \"white.txt\"\n"),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let warnings = ours(&config);
+    let first = format!(
+        "{}:1: access.blacklist_file: \"10.0.0.0\" is also in access.whitelist",
+        dir.path().join("black.txt").display()
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with(&first)),
+        "{warnings:#?}"
+    );
+    assert_eq!(warnings.len(), 11, "{warnings:#?}");
+    assert!(
+        warnings[10].contains(
+            "access.blacklist: 5 more blacklist entries are also in access.whitelist (the whitelist wins)"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(!config.is_blacklisted(ip("10.0.0.3")));
+    assert!(config.is_whitelisted(ip("10.0.0.3")));
+}
+
+/// A blacklist_file of 100 000 entries: loaded in reasonable time, every
+/// lookup right at the boundaries.
+#[test]
+fn large_blacklist_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = String::from("; a large blacklist\n");
+    for i in 0..100_000u32 {
+        // 10.0.0.0, 10.0.0.2, ...: one address in two; a comment on some.
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i);
+        if i % 1000 == 0 {
+            list.push_str(&format!("{a} ; batch {i}\n"));
+        } else {
+            list.push_str(&format!("{a}\n"));
+        }
+    }
+    std::fs::write(dir.path().join("blacklist.txt"), list).unwrap();
+    let path = dir.path().join("mxguard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{MINIMAL}[access]\nblacklist_file = \"blacklist.txt\"\nwhitelist = [\"10.0.0.1\", \"192.0.2.0/24\"]\n"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(config.access.blacklist.len(), 100_000);
+    for i in [0u32, 1, 50_000, 99_999] {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i);
+        let b = std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i + 3);
+        assert!(config.is_blacklisted(a.into()), "{a}");
+        assert!(!config.is_blacklisted(b.into()), "{b}");
+    }
+    assert!(!config.is_blacklisted(ip("9.255.255.255")));
+    // No overlap with the whitelist: no warning.
+    assert_eq!(ours(&config), Vec::<String>::new());
+}
+
+/// The warnings about `[access]`, `[[dnsbl]]`, `[limits]` and
+/// `relay.clients_only`.
+fn ours(config: &Config) -> Vec<String> {
+    config
+        .warnings()
+        .into_iter()
+        .filter(|w| {
+            ["access.", "dnsbl", "limits.", "relay.clients_only"]
+                .iter()
+                .any(|k| w.contains(k))
+        })
+        .collect()
 }

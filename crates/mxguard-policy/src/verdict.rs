@@ -9,13 +9,60 @@ pub enum CheckId {
     UnknownUser,
     /// A recipient outside our domains, with no right to relay.
     Relay,
+    /// The client is in `access.blacklist`.
+    Blacklist,
+    /// `relay.clients_only` is set and the client is not a relay client.
+    ClientsOnly,
+    /// The client is banned (auto-ban after too many errors, or manual).
+    Banned,
+    /// The client is listed in a `[[dnsbl]]` zone that refuses.
+    Dnsbl,
+    /// The client's reverse DNS fails `access.ptr`.
+    Ptr,
+    /// The HELO/EHLO name contains an `access.ehlo_block` entry.
+    EhloBlock,
+    /// The HELO/EHLO name is neither a domain name nor an address literal.
+    HeloSyntax,
+    /// The client talked before the banner.
+    EarlyTalker,
+    /// `limits.max_connections` or `limits.connections_per_ip` reached.
+    ConnectionLimit,
+    /// `limits.max_errors` failed commands in one session.
+    TooManyErrors,
 }
 
 impl CheckId {
+    /// Every check, for counters that must exist before they first count.
+    pub const ALL: [CheckId; 12] = [
+        CheckId::UnknownUser,
+        CheckId::Relay,
+        CheckId::Blacklist,
+        CheckId::ClientsOnly,
+        CheckId::Banned,
+        CheckId::Dnsbl,
+        CheckId::Ptr,
+        CheckId::EhloBlock,
+        CheckId::HeloSyntax,
+        CheckId::EarlyTalker,
+        CheckId::ConnectionLimit,
+        CheckId::TooManyErrors,
+    ];
+
+    /// The name in logs and counters: `"relay"`, `"dnsbl"`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             CheckId::UnknownUser => "unknown_user",
             CheckId::Relay => "relay",
+            CheckId::Blacklist => "blacklist",
+            CheckId::ClientsOnly => "clients_only",
+            CheckId::Banned => "ban",
+            CheckId::Dnsbl => "dnsbl",
+            CheckId::Ptr => "ptr",
+            CheckId::EhloBlock => "ehlo_block",
+            CheckId::HeloSyntax => "helo_syntax",
+            CheckId::EarlyTalker => "early_talker",
+            CheckId::ConnectionLimit => "connection_limit",
+            CheckId::TooManyErrors => "too_many_errors",
         }
     }
 }
@@ -42,5 +89,30 @@ impl Verdict {
             check,
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_distinct() {
+        let want = [
+            "unknown_user",
+            "relay",
+            "blacklist",
+            "clients_only",
+            "ban",
+            "dnsbl",
+            "ptr",
+            "ehlo_block",
+            "helo_syntax",
+            "early_talker",
+            "connection_limit",
+            "too_many_errors",
+        ];
+        let got: Vec<&str> = CheckId::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(got, want);
     }
 }
