@@ -16,6 +16,7 @@
 pub mod address;
 pub mod client;
 pub mod command;
+pub mod pop3;
 pub mod reply;
 pub mod smtp;
 
