@@ -5,6 +5,7 @@
 //! `mxguard-policy`, commits mail to `mxguard-queue` and delivers it. The
 //! `mxguard` binary's subcommands live in [`cli`].
 
+pub mod auth;
 pub mod cli;
 pub mod delivery;
 pub mod facts;

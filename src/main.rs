@@ -23,6 +23,7 @@ fn main() {
             }
         }
         Command::CheckConfig { config } => cli::check_config::run(config),
+        Command::Passwd { password_stdin } => cli::passwd::run(password_stdin),
         Command::Ban { action, config } => {
             match action.request().and_then(|r| cli::queue::run(config, &r)) {
                 Ok(()) => 0,

@@ -66,7 +66,11 @@ fn swaks_delivers_a_message() {
     wait_for_files(&joe, 1, DELIVERY);
     let found = find_message(&joe, "Subject: from-swaks");
     assert_eq!(found.len(), 1, "{:?}", messages_in(&joe));
-    assert!(received_from(&found[0], "swaks.example.net"), "{}", found[0]);
+    assert!(
+        received_from(&found[0], "swaks.example.net"),
+        "{}",
+        found[0]
+    );
     assert!(found[0].contains("sent by swaks"));
 }
 

@@ -67,7 +67,10 @@ fn hide_client_ip_keeps_the_ip_out_of_received() {
     let m = read_string(&files[0]);
     // The reverse DNS name, if the resolver has one, may stay; the IP may not.
     let first = m.lines().next().unwrap_or("");
-    assert!(first.starts_with("Received: from hidden.example.net"), "{m}");
+    assert!(
+        first.starts_with("Received: from hidden.example.net"),
+        "{m}"
+    );
     assert!(!first.contains('['), "{m}");
     assert!(m.contains(&format!(" id {id}")), "{m}");
     assert!(!m.contains("127.0.0.1"), "client IP must be hidden: {m}");

@@ -1,6 +1,7 @@
 //! The `mxguard` command line: one module per subcommand.
 
 pub mod check_config;
+pub mod passwd;
 pub mod queue;
 pub mod serve;
 
@@ -41,6 +42,14 @@ pub enum Command {
         ip: std::net::IpAddr,
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Read a password (one line of standard input; asked for without echo
+    /// on a terminal) and print its argon2id hash for an account's `password`.
+    Passwd {
+        /// Read one line of standard input even from a terminal: no prompt,
+        /// no confirmation.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Look at and act on the running server's queue.
     Queue {

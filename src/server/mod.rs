@@ -9,7 +9,9 @@
 
 pub mod connect;
 pub mod control;
+mod pop3;
 mod smtp;
+pub mod tls;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub(crate) struct ListenerCtx {
     pub dns: Dns,
     pub store: Arc<dyn StateStore>,
     pub conns: Arc<ConnCounter>,
+    /// The certificate, when `[tls]` is configured.
+    pub tls: Option<Arc<tls::TlsState>>,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -95,6 +99,12 @@ impl Server {
                 format!("cannot open the state store {}", state_path.display())
             })?);
         let conns = Arc::new(ConnCounter::default());
+        let tls_state = match &config.tls {
+            Some(t) => Some(Arc::new(
+                tls::TlsState::load(t).context("cannot load the [tls] certificate")?,
+            )),
+            None => None,
+        };
         let delivery = Delivery::start(config.clone(), queue.clone(), pending, own, dns.clone())?;
         let mut listeners = Vec::new();
         for (listener, role) in bound {
@@ -108,7 +118,13 @@ impl Server {
                     VrfyMode::On => VrfyPolicy::On,
                 },
                 expn: config.smtp.expn == mxguard_config::ExpnMode::On,
-                require_auth: role == Role::Submission,
+                require_auth: matches!(role, Role::Submission | Role::Submissions),
+                starttls: config.tls.is_some() && !role.implicit_tls(),
+                auth: role.takes_logins(),
+                auth_mechanisms_without_tls: config
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.allow_plaintext_auth),
                 max_errors: Some(config.limits.max_errors),
             });
             let ctx = Arc::new(ListenerCtx {
@@ -120,6 +136,7 @@ impl Server {
                 dns: dns.clone(),
                 store: store.clone(),
                 conns: conns.clone(),
+                tls: tls_state.clone(),
             });
             listeners.push((listener, ctx));
         }
@@ -202,7 +219,11 @@ async fn accept_loop(
                     let alive = alive.clone();
                     let id = format!("{:06X}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
                     tokio::spawn(async move {
-                        smtp::serve(stream, peer, id, ctx, stop).await;
+                        if ctx.role.is_pop3() {
+                            pop3::serve(stream, peer, id, ctx).await;
+                        } else {
+                            smtp::serve(stream, peer, id, ctx, stop).await;
+                        }
                         drop(alive);
                     });
                 }

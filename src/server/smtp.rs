@@ -7,19 +7,30 @@
 //! and message size; this driver adds the timeouts (`smtp.timeouts`) so a
 //! stalled client cannot hold a session forever, and logs every refusal
 //! with the check that made it.
+//!
+//! TLS: a `submissions` listener runs the handshake before the banner; on
+//! the others STARTTLS upgrades the same TCP connection and the session
+//! goes on over TLS. The connection checks (lists, limits, DNS, the early
+//! talker test) all run on the plain socket, before any handshake.
+//! AUTH passwords are checked off the executor (argon2 is slow) and never
+//! logged; a login for an unknown account costs the same hash as a wrong
+//! password, so timing does not tell which accounts exist.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
-use mxguard_config::Role;
+use mxguard_config::{Role, Secret};
 use mxguard_policy::recipient::{Route, route_recipient};
-use mxguard_proto::smtp::{Decision, Event, Output, Session, TimeoutKind};
+use mxguard_proto::smtp::{AuthMechanism, Decision, Event, Output, Password, Session, TimeoutKind};
 use mxguard_proto::{Path, Reply};
 use mxguard_queue::{Body, Envelope, Recipient, Target, new_queue_id};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
+
+use super::tls::TlsState;
+use crate::auth;
 
 use super::ListenerCtx;
 use super::connect::{self, ClientFacts};
@@ -61,6 +72,19 @@ struct Conn {
     policy_refusal: bool,
     /// What the connection stage learned (whitelisting, reverse DNS).
     facts: ClientFacts,
+    /// The connection is encrypted.
+    tls: bool,
+    /// The address of the account the client authenticated as.
+    account: Option<String>,
+}
+
+/// The state of the read/write loop that outlives a STARTTLS upgrade.
+struct Io {
+    wbuf: Vec<u8>,
+    rbuf: Vec<u8>,
+    stopping: bool,
+    command_timeout: Duration,
+    data_timeout: Duration,
 }
 
 pub(crate) async fn serve(
@@ -101,6 +125,9 @@ pub(crate) async fn serve(
     let banner = Reply::new(220, None, &banner_text)
         .unwrap_or_else(|_| Reply::fixed_plain(220, &cfg.server.hostname));
     let mut session = Session::new(ctx.session.clone(), banner);
+    if whitelisted {
+        session.set_max_errors(None);
+    }
     let (command_timeout, data_timeout) = (cfg.smtp.command_timeout, cfg.smtp.data_timeout);
     tracing::debug!(session = %id, client = %peer.ip(), role = ctx.role.as_str(), "connect");
     let mut conn = Conn {
@@ -116,20 +143,98 @@ pub(crate) async fn serve(
         content_start: 0,
         policy_refusal: false,
         facts,
+        tls: false,
+        account: None,
     };
-    let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
-    let mut rbuf = vec![0u8; READ_BUF];
-    let mut stopping = *stop.borrow();
-    if stopping {
+    let mut io = Io {
+        wbuf: Vec::with_capacity(1024),
+        rbuf: vec![0u8; READ_BUF],
+        stopping: *stop.borrow(),
+        command_timeout,
+        data_timeout,
+    };
+    if io.stopping {
         session.shutdown();
     }
+    if ctx.role.implicit_tls() {
+        // The banner comes after the handshake (RFC 8314 §3.3).
+        let Some(mut tls) = handshake(ctx.tls.as_deref(), stream, &conn, command_timeout).await
+        else {
+            return;
+        };
+        session.set_tls(true);
+        conn.tls = true;
+        run(&mut tls, &mut session, &mut conn, &mut stop, &mut io).await;
+    } else if run(&mut stream, &mut session, &mut conn, &mut stop, &mut io).await {
+        // STARTTLS: its 220 is out; the handshake takes over the socket.
+        let Some(mut tls) = handshake(ctx.tls.as_deref(), stream, &conn, command_timeout).await
+        else {
+            return;
+        };
+        session.tls_started();
+        conn.tls_started();
+        // A second STARTTLS is refused by the session (TLS already active).
+        run(&mut tls, &mut session, &mut conn, &mut stop, &mut io).await;
+    }
+    tracing::debug!(session = %conn.id, client = %conn.peer.ip(), "disconnect");
+}
+
+/// The TLS handshake on `stream`, within `limit`; `None` (logged) when it
+/// fails or TLS is not configured.
+async fn handshake(
+    tls: Option<&TlsState>,
+    stream: TcpStream,
+    conn: &Conn,
+    limit: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let Some(tls) = tls else {
+        tracing::warn!(session = %conn.id, client = %conn.peer.ip(),
+            "TLS asked for but no [tls] certificate is loaded; closing");
+        return None;
+    };
+    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => {
+            let (_, state) = s.get_ref();
+            tracing::debug!(session = %conn.id, client = %conn.peer.ip(),
+                version = ?state.protocol_version(), cipher = ?state.negotiated_cipher_suite().map(|c| c.suite()),
+                "TLS established");
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            tracing::info!(session = %conn.id, client = %conn.peer.ip(), check = "tls", error = %e,
+                "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(session = %conn.id, client = %conn.peer.ip(), check = "tls", timeout = ?limit,
+                "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs the session over `stream` until it closes (false) or the client's
+/// STARTTLS was accepted (true: the 220 has been written, nothing more was
+/// read from the stream, and the caller upgrades it).
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session,
+    conn: &mut Conn,
+    stop: &mut watch::Receiver<bool>,
+    io: &mut Io,
+) -> bool {
     loop {
         let mut close = false;
+        let mut starttls = false;
         while let Some(out) = session.poll_output() {
             match out {
                 Output::Reply(r) => {
                     conn.log_refusal(&r);
-                    r.write_to(&mut wbuf);
+                    r.write_to(&mut io.wbuf);
+                }
+                Output::Event(Event::StartTls) => {
+                    starttls = true;
+                    break;
                 }
                 Output::Event(e) => {
                     if let Some(d) = conn.handle(e).await {
@@ -139,25 +244,35 @@ pub(crate) async fn serve(
                 Output::Close => close = true,
             }
         }
-        if !wbuf.is_empty() {
-            if let Err(e) = stream.write_all(&wbuf).await {
-                tracing::debug!(session = %conn.id, error = %e, "write failed");
-                break;
+        if !io.wbuf.is_empty() {
+            let written = async {
+                stream.write_all(&io.wbuf).await?;
+                stream.flush().await
             }
-            wbuf.clear();
+            .await;
+            if let Err(e) = written {
+                tracing::debug!(session = %conn.id, error = %e, "write failed");
+                return false;
+            }
+            io.wbuf.clear();
+        }
+        if starttls {
+            return true;
         }
         if close {
+            // Record a ban before the client can come back.
+            conn.ban_if_abusive(session.errors());
             let _ = stream.shutdown().await;
-            break;
+            return false;
         }
         let limit = match session.timeout_kind() {
-            TimeoutKind::Command => command_timeout,
-            TimeoutKind::Data => data_timeout,
+            TimeoutKind::Command => io.command_timeout,
+            TimeoutKind::Data => io.data_timeout,
         };
         tokio::select! {
-            r = tokio::time::timeout(limit, stream.read(&mut rbuf)) => match r {
+            r = tokio::time::timeout(limit, stream.read(&mut io.rbuf)) => match r {
                 Ok(Ok(0)) => session.handle_eof(),
-                Ok(Ok(n)) => session.handle_input(&rbuf[..n]),
+                Ok(Ok(n)) => session.handle_input(&io.rbuf[..n]),
                 Ok(Err(e)) => {
                     tracing::debug!(session = %conn.id, error = %e, "read failed");
                     session.handle_eof();
@@ -168,14 +283,23 @@ pub(crate) async fn serve(
                     session.handle_timeout();
                 }
             },
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
+            _ = stop.changed(), if !io.stopping => {
+                io.stopping = true;
                 session.shutdown();
             }
         }
     }
-    conn.ban_if_abusive(session.errors());
-    tracing::debug!(session = %conn.id, client = %conn.peer.ip(), "disconnect");
+}
+
+/// A hash checked when the login names no account (or one without a
+/// password), so that a failure takes as long either way.
+fn decoy_secret() -> Secret {
+    static DECOY: OnceLock<Secret> = OnceLock::new();
+    DECOY
+        .get_or_init(|| {
+            Secret::Argon2(auth::hash_password(b"mxguard decoy password").unwrap_or_default())
+        })
+        .clone()
 }
 
 /// Sends a connection-stage refusal, logs it, and closes.
@@ -256,6 +380,62 @@ impl Conn {
                 None
             }
             Event::MessageEnd { size } => Some(self.commit(size).await),
+            Event::Auth {
+                mechanism,
+                login,
+                password,
+            } => Some(self.auth(mechanism, login, password).await),
+            // The run loop upgrades the connection before it gets here.
+            Event::StartTls => None,
+        }
+    }
+
+    /// The session starts over on the encrypted connection.
+    fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo.clear();
+        self.esmtp = false;
+        self.account = None;
+        self.reset();
+    }
+
+    /// AUTH: the account named by `login` and its password.
+    async fn auth(
+        &mut self,
+        mechanism: AuthMechanism,
+        login: String,
+        password: Password,
+    ) -> Decision {
+        let cfg = self.ctx.config.clone();
+        let account = auth::find_account(&cfg, &login)
+            .and_then(|a| a.password.clone().map(|p| (a.address.clone(), p)));
+        let (address, secret) = match account {
+            Some((address, secret)) => (Some(address), Some(secret)),
+            None => (None, None),
+        };
+        let ok = tokio::task::spawn_blocking(move || {
+            let secret = secret.unwrap_or_else(decoy_secret);
+            auth::verify_password(&secret, password.as_bytes())
+        })
+        .await
+        .unwrap_or(false);
+        match address {
+            Some(address) if ok => {
+                tracing::info!(session = %self.id, client = %self.peer.ip(), helo = %self.helo,
+                    check = "auth", mechanism = mechanism.as_str(), account = %address, tls = self.tls,
+                    "AUTH OK");
+                self.account = Some(address);
+                Decision::Accept(None)
+            }
+            _ => {
+                let r = Reply::fixed(535, 5, 7, 8, "Authentication credentials invalid");
+                // The login is the client's text: Debug-quoted, never the password.
+                tracing::info!(session = %self.id, client = %self.peer.ip(), helo = %self.helo,
+                    check = "auth", mechanism = mechanism.as_str(), login = ?login, reply = %r,
+                    "AUTH failed");
+                self.policy_refusal = true;
+                Decision::Reject(r)
+            }
         }
     }
 
@@ -333,7 +513,9 @@ impl Conn {
 
     fn rcpt(&mut self, to: Path) -> Decision {
         let shown = to.mailbox.to_string();
-        match route_recipient(&self.ctx.config, &to, self.peer.ip()) {
+        let cfg = self.ctx.config.clone();
+        let account = self.account.as_deref().and_then(|a| cfg.account_for(a));
+        match route_recipient(&cfg, &to, self.peer.ip(), account) {
             Ok(Route::Local(local)) => {
                 tracing::debug!(session = %self.id, rcpt = %shown, mailbox = %local.mailbox,
                     via = local.via.as_str(), "RCPT OK (local mailbox)");
@@ -348,7 +530,8 @@ impl Conn {
             Ok(Route::Relay(reason)) => {
                 tracing::info!(
                     session = %self.id, client = %self.peer.ip(), helo = %self.helo, from = %self.sender_shown(),
-                    rcpt = %shown, check = "relay", "RCPT OK ({})", reason.as_str()
+                    rcpt = %shown, check = "relay", account = self.account.as_deref().unwrap_or(""),
+                    "RCPT OK ({})", reason.as_str()
                 );
                 self.recipients.push(Recipient::new(shown, Target::Remote));
                 Decision::Accept(None)
@@ -394,7 +577,7 @@ impl Conn {
             client_name: self.facts.ptr_names.first().map(String::as_str),
             hide_client_ip: cfg.server.hide_client_ip,
             hostname: &cfg.server.hostname,
-            protocol: if self.esmtp { "ESMTP" } else { "SMTP" },
+            protocol: protocol_keyword(self.esmtp, self.tls, self.account.is_some()),
             queue_id: &self.queue_id,
             single_recipient: single,
             time: SystemTime::now(),
@@ -502,5 +685,17 @@ impl Conn {
             0,
             "Temporary queue failure; try again later",
         ))
+    }
+}
+
+/// The `with` keyword of the Received: header (RFC 3848): ESMTP, plus S
+/// over TLS and A after AUTH.
+fn protocol_keyword(esmtp: bool, tls: bool, authenticated: bool) -> &'static str {
+    match (esmtp, tls, authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "ESMTPA",
+        (true, true, true) => "ESMTPSA",
     }
 }

@@ -113,6 +113,10 @@ pub struct Config {
     /// `[[listener]]`: the sockets to listen on; at least one, no address
     /// twice.
     pub listeners: Vec<ListenerConfig>,
+    /// `[tls]`: the server's certificate and key, when the section is
+    /// there. Without it STARTTLS is not offered, implicit-TLS listeners
+    /// (`submissions`, `pop3s`) are an error and AUTH is never offered.
+    pub tls: Option<TlsConfig>,
     /// `[domains]`: the domains this server receives mail for.
     pub domains: DomainsConfig,
     /// `[[account]]`: the mailboxes, in file order.
@@ -180,18 +184,61 @@ pub struct ListenerConfig {
 pub enum Role {
     /// `"mx"`: mail from other servers to the local domains (port 25).
     Mx,
-    /// `"submission"`: mail from the local users (port 587). It requires
-    /// AUTH, which this version does not offer yet, so it refuses MAIL.
+    /// `"submission"`: mail from the local users (port 587), after AUTH;
+    /// STARTTLS when `[tls]` is configured.
     Submission,
+    /// `"submissions"`: submission over implicit TLS (port 465, RFC 8314):
+    /// TLS from the first byte, AUTH required. Needs `[tls]`.
+    Submissions,
+    /// `"pop3"`: POP3 (port 110), STLS when `[tls]` is configured.
+    Pop3,
+    /// `"pop3s"`: POP3 over implicit TLS (port 995). Needs `[tls]`.
+    Pop3s,
 }
 
 impl Role {
-    /// The name used in the configuration file: `"mx"`, `"submission"`.
+    /// Every role, in the order of the documentation.
+    pub const ALL: [Role; 5] = [
+        Role::Mx,
+        Role::Submission,
+        Role::Submissions,
+        Role::Pop3,
+        Role::Pop3s,
+    ];
+
+    /// The name used in the configuration file: `"mx"`, `"submission"`,
+    /// `"submissions"`, `"pop3"`, `"pop3s"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::Mx => "mx",
             Role::Submission => "submission",
+            Role::Submissions => "submissions",
+            Role::Pop3 => "pop3",
+            Role::Pop3s => "pop3s",
         }
+    }
+
+    /// The role named `name` in the configuration file (exact, lowercase).
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// Whether the listener speaks TLS from the first byte (`submissions`,
+    /// `pop3s`); it needs `[tls]`.
+    pub fn implicit_tls(&self) -> bool {
+        matches!(self, Role::Submissions | Role::Pop3s)
+    }
+
+    /// Whether clients log in there (submission and POP3 roles): AUTH or
+    /// USER/PASS is offered, only over TLS unless
+    /// `tls.allow_plaintext_auth` is true.
+    pub fn takes_logins(&self) -> bool {
+        !matches!(self, Role::Mx)
+    }
+
+    /// Whether the listener speaks POP3 rather than SMTP.
+    pub fn is_pop3(&self) -> bool {
+        matches!(self, Role::Pop3 | Role::Pop3s)
     }
 }
 
@@ -513,6 +560,52 @@ pub struct Account {
     /// `aliases`: more addresses delivered to this account, lowercased, each
     /// in a local domain. Default: none.
     pub aliases: Vec<String>,
+    /// `password`: what the account logs in with. `None` (the default):
+    /// it cannot log in.
+    pub password: Option<Secret>,
+    /// `relay`: after authenticating, the account may send mail to any
+    /// domain. Default false.
+    pub relay: bool,
+    /// `mobile`: after a POP3 login, mail from the client's address may be
+    /// relayed for a while (POP-before-SMTP). Default false.
+    pub mobile: bool,
+}
+
+/// An account's `password`, as written in the configuration. Its `Debug`
+/// never shows the secret (nor the hash).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// An argon2 hash in PHC form (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`),
+    /// checked to be well-formed when the configuration was read.
+    Argon2(String),
+    /// A password in plain text (accepted, with a warning).
+    Plain(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Argon2(_) => f.write_str("Secret::Argon2(<hidden>)"),
+            Secret::Plain(_) => f.write_str("Secret::Plain(<hidden>)"),
+        }
+    }
+}
+
+/// `[tls]`: the certificate and key the server presents, for STARTTLS and
+/// the implicit-TLS listeners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `certificate`: the PEM file of the certificate chain, server
+    /// certificate first; relative to the configuration file's directory.
+    /// Required; it was readable when the configuration was read (its
+    /// content is checked when the server loads it).
+    pub certificate: PathBuf,
+    /// `key`: the PEM file of the private key (PKCS#8, PKCS#1 or SEC1),
+    /// relative to the configuration file's directory. Required, readable.
+    pub key: PathBuf,
+    /// `allow_plaintext_auth`: when true, AUTH (and POP3 USER/PASS) is also
+    /// offered on connections that are not encrypted. Default false.
+    pub allow_plaintext_auth: bool,
 }
 
 /// `[dns]`

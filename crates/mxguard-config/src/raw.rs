@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub server: Option<Spanned<RawServer>>,
     #[serde(rename = "listener")]
     pub listeners: Option<Spanned<Vec<Spanned<RawListener>>>>,
+    pub tls: Option<Spanned<RawTls>>,
     pub domains: Option<Spanned<RawDomains>>,
     #[serde(rename = "account")]
     pub accounts: Option<Spanned<Vec<Spanned<RawAccount>>>>,
@@ -71,6 +72,18 @@ pub(crate) struct RawDomains {
 pub(crate) struct RawAccount {
     pub address: Option<Spanned<String>>,
     pub aliases: Option<Spanned<Vec<Spanned<String>>>>,
+    pub password: Option<Spanned<String>>,
+    pub relay: Option<Spanned<bool>>,
+    pub mobile: Option<Spanned<bool>>,
+}
+
+/// `[tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub certificate: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub allow_plaintext_auth: Option<Spanned<bool>>,
 }
 
 /// `[dns]`
@@ -168,7 +181,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "tls",
             "sender",
             "recipient",
             "router",
@@ -192,7 +204,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
             "pop_before_smtp_max",
         ],
     ),
-    ("account", &["password", "relay", "mobile"]),
     ("smtp", &["etrn"]),
     (
         "limits",

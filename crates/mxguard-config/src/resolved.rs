@@ -17,7 +17,7 @@ use crate::units::{parse_duration, parse_size};
 use crate::{
     AccessConfig, Account, Config, ConfigError, DEFAULT_DNSBL_REPLY, DnsConfig, DnsblConfig,
     DomainsConfig, ExpnMode, IpList, LimitsConfig, ListenerConfig, NextHop, PtrMode, QueueConfig,
-    RelayConfig, Reply, Role, ServerConfig, SmtpConfig, VrfyMode,
+    RelayConfig, Reply, Role, Secret, ServerConfig, SmtpConfig, TlsConfig, VrfyMode,
 };
 
 const DEFAULT_DATA_DIR: &str = "./data";
@@ -27,8 +27,8 @@ const MIN_USEFUL_MESSAGE_SIZE: u64 = 64 * 1024;
 /// Room left in a 512-octet reply line for the banner after `220 ` and
 /// CRLF, with a margin for the expansion of macros.
 const MAX_BANNER_LEN: usize = 400;
-const SUPPORTED_ROLES: &str = "mx, submission";
-const FUTURE_ROLES: &[&str] = &["submissions", "pop3", "pop3s", "admin"];
+const SUPPORTED_ROLES: &str = "mx, submission, submissions, pop3, pop3s";
+const FUTURE_ROLES: &[&str] = &["admin"];
 /// A relay client range with more addresses than a `/8` (IPv4) is linted.
 const WIDE_V4: u128 = 1 << 24;
 /// A relay client range with more addresses than a `/32` (IPv6) is linted.
@@ -121,9 +121,11 @@ impl Cx<'_> {
     fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
         let server = self.server(raw.server, &mut warnings)?;
-        let listeners = self.listeners(raw.listeners, &mut warnings)?;
+        let tls = self.tls(raw.tls, &mut warnings)?;
+        let listeners = self.listeners(raw.listeners, tls.as_ref(), &mut warnings)?;
         let (local, local_spans, disable_catchalls) = self.local_domains(raw.domains.as_ref())?;
-        let (accounts, account_index, address_spans) = self.accounts(raw.accounts, &local)?;
+        let (accounts, account_index, address_spans) =
+            self.accounts(raw.accounts, &local, &mut warnings)?;
         let catchall = self.catchalls(raw.domains.as_ref(), &local, &address_spans)?;
         let relay_to = self.relay_to(raw.domains.as_ref(), &local)?;
         let dns = self.dns(raw.dns)?;
@@ -205,6 +207,7 @@ impl Cx<'_> {
             path: self.path.to_path_buf(),
             server,
             listeners: listeners.into_iter().map(|(_, l)| l).collect(),
+            tls,
             domains,
             accounts,
             dns,
@@ -991,10 +994,106 @@ impl Cx<'_> {
         })
     }
 
+    /// `[tls]`: both files named, resolved against the configuration's
+    /// directory, and readable (their content is the server's business).
+    fn tls(
+        &self,
+        raw: Option<Spanned<raw::RawTls>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<TlsConfig>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let certificate = self.pem_file(
+            raw.certificate.as_ref(),
+            &span,
+            "tls.certificate",
+            "certificate chain",
+            "/etc/mxguard/cert.pem",
+        )?;
+        let key = self.pem_file(
+            raw.key.as_ref(),
+            &span,
+            "tls.key",
+            "private key",
+            "/etc/mxguard/key.pem",
+        )?;
+        let allow_plaintext_auth = match &raw.allow_plaintext_auth {
+            Some(allow) if *allow.get_ref() => {
+                warnings.push(self.located(
+                    allow.span(),
+                    "tls.allow_plaintext_auth",
+                    "AUTH is offered on unencrypted connections too: passwords may cross the network in clear text",
+                ));
+                true
+            }
+            _ => false,
+        };
+        Ok(Some(TlsConfig {
+            certificate,
+            key,
+            allow_plaintext_auth,
+        }))
+    }
+
+    /// A PEM file of `[tls]`: required, relative to the configuration's
+    /// directory, and a readable file.
+    fn pem_file(
+        &self,
+        value: Option<&Spanned<String>>,
+        table_span: &Range<usize>,
+        key: &str,
+        what: &str,
+        example: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        let Some(value) = value else {
+            return Err(self.error(
+                table_span.clone(),
+                key,
+                format!("missing required key (the PEM file of the {what}, like {example:?})"),
+            ));
+        };
+        let name = value.get_ref();
+        if name.is_empty() {
+            return Err(self.error(
+                value.span(),
+                key,
+                format!("expected the PEM file of the {what}, got \"\""),
+            ));
+        }
+        if name.contains('\0') {
+            return Err(self.error(value.span(), key, "a path cannot contain a NUL character"));
+        }
+        let path = self
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from(name), |dir| dir.join(name));
+        let opened = std::fs::File::open(&path).and_then(|f| f.metadata());
+        match opened {
+            Ok(meta) if meta.is_file() => Ok(path),
+            Ok(_) => Err(self.error(
+                value.span(),
+                key,
+                format!(
+                    "{} is not a file (expected the PEM file of the {what})",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(self.error(
+                value.span(),
+                key,
+                format!("cannot read the {what} {}: {e}", path.display()),
+            )),
+        }
+    }
+
     /// The listeners, each with the span of its `[[listener]]` header.
     fn listeners(
         &self,
         raw: Option<Spanned<Vec<Spanned<raw::RawListener>>>>,
+        tls: Option<&TlsConfig>,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<(Range<usize>, ListenerConfig)>, ConfigError> {
         let (span, raw) = match raw {
@@ -1040,10 +1139,10 @@ impl Cx<'_> {
                     format!("missing required key (one of: {SUPPORTED_ROLES})"),
                 ));
             };
-            let role = match role.get_ref().as_str() {
-                "mx" => Role::Mx,
-                "submission" => Role::Submission,
-                other if FUTURE_ROLES.contains(&other) => {
+            let role_span = role.span();
+            let role = match (Role::from_name(role.get_ref()), role.get_ref().as_str()) {
+                (Some(known), _) => known,
+                (None, other) if FUTURE_ROLES.contains(&other) => {
                     return Err(self.error(
                         role.span(),
                         &role_key,
@@ -1052,7 +1151,7 @@ impl Cx<'_> {
                         ),
                     ));
                 }
-                other => {
+                (None, other) => {
                     return Err(self.error(
                         role.span(),
                         &role_key,
@@ -1090,11 +1189,24 @@ impl Cx<'_> {
                     ));
                 }
             }
-            if role == Role::Submission {
+            if role.implicit_tls() && tls.is_none() {
+                return Err(self.error(
+                    role_span,
+                    &role_key,
+                    format!(
+                        "role {:?} speaks TLS from the first byte and needs a [tls] section (certificate and key)",
+                        role.as_str()
+                    ),
+                ));
+            }
+            if role.takes_logins() && tls.is_none() {
                 warnings.push(self.located(
                     span.clone(),
                     &role_key,
-                    "a submission listener refuses MAIL until AUTH is available in mxguard: it is of no use yet",
+                    &format!(
+                        "a {} listener without [tls]: AUTH will not be offered: clients cannot log in (add [tls] with a certificate and key)",
+                        role.as_str()
+                    ),
                 ));
             }
             out.push((
@@ -1147,6 +1259,7 @@ impl Cx<'_> {
         &self,
         raw: Option<Spanned<Vec<Spanned<raw::RawAccount>>>>,
         local: &[String],
+        warnings: &mut Vec<String>,
     ) -> Result<
         (
             Vec<Account>,
@@ -1193,9 +1306,52 @@ impl Cx<'_> {
             }
             let mut lowered = lowered.into_iter();
             let address = lowered.next().unwrap_or_default();
+            let password = match &account.password {
+                None => None,
+                Some(value) => {
+                    let key = format!("account[{i}].password");
+                    let secret = password_value(value.get_ref())
+                        .map_err(|m| self.error(value.span(), &key, m))?;
+                    if matches!(secret, Secret::Plain(_)) {
+                        warnings.push(self.located(
+                            value.span(),
+                            &key,
+                            &format!(
+                                "the password of {address:?} is in plain text: anyone who can read this file can log in as that account (store the hash printed by `mxguard passwd`)"
+                            ),
+                        ));
+                    }
+                    Some(secret)
+                }
+            };
+            let mut flag = |value: &Option<Spanned<bool>>, name: &str, what: &str| {
+                let on = value.as_ref().is_some_and(|v| *v.get_ref());
+                if on
+                    && password.is_none()
+                    && let Some(value) = value
+                {
+                    warnings.push(self.located(
+                        value.span(),
+                        &format!("account[{i}].{name}"),
+                        &format!(
+                            "{address:?} has no password: it can never log in, so it never {what}"
+                        ),
+                    ));
+                }
+                on
+            };
+            let relay = flag(&account.relay, "relay", "relays");
+            let mobile = flag(
+                &account.mobile,
+                "mobile",
+                "relays from an address remembered after a POP3 login",
+            );
             accounts.push(Account {
                 address,
                 aliases: lowered.collect(),
+                password,
+                relay,
+                mobile,
             });
         }
         let used = first_use.into_iter().map(|(a, (k, _))| (a, k)).collect();
@@ -1422,7 +1578,7 @@ fn check_shapes(doc: &DeTable<'_>) -> Option<(Range<usize>, String, String)> {
         })
     };
     for key in [
-        "server", "domains", "dns", "smtp", "relay", "queue", "access", "limits",
+        "server", "tls", "domains", "dns", "smtp", "relay", "queue", "access", "limits",
     ] {
         if let Some(value) = doc.get(key)
             && let Some(problem) = table(value, key)
@@ -1588,6 +1744,51 @@ fn parse_next_hop(text: &str, default_port: u16) -> Result<NextHop, String> {
         },
     };
     Ok(NextHop { host, port })
+}
+
+/// An account's `password`: an argon2 PHC hash, checked to be usable, or
+/// plain text. A string that looks like a hash of another scheme
+/// (`$6$...`, `$2b$...`, `$scrypt$...`) is refused rather than taken for a
+/// plain-text password.
+fn password_value(text: &str) -> Result<Secret, String> {
+    use argon2::password_hash::phc::PasswordHash;
+    if text.is_empty() {
+        return Err(
+            "expected a hash from `mxguard passwd` (or a password), got \"\" (leave the key out for an account that cannot log in)"
+                .to_string(),
+        );
+    }
+    if text.starts_with("$argon2") {
+        let bad = |why: String| {
+            format!(
+                "not a valid argon2 hash ({why}): paste the whole line printed by `mxguard passwd`"
+            )
+        };
+        let hash = PasswordHash::new(text).map_err(|e| bad(e.to_string()))?;
+        argon2::Algorithm::try_from(hash.algorithm.as_str())
+            .map_err(|_| bad(format!("unknown algorithm {:?}", hash.algorithm.as_str())))?;
+        if let Some(version) = hash.version {
+            argon2::Version::try_from(version)
+                .map_err(|_| bad(format!("unknown version {version}")))?;
+        }
+        argon2::Params::try_from(&hash).map_err(|e| bad(format!("parameters: {e}")))?;
+        if hash.salt.is_none() || hash.hash.is_none() {
+            return Err(bad("the salt or the hash is missing".into()));
+        }
+        return Ok(Secret::Argon2(text.to_string()));
+    }
+    if let Some(rest) = text.strip_prefix('$')
+        && let Some((scheme, _)) = rest.split_once('$')
+        && !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "looks like a {scheme:?} password hash: only argon2 hashes are supported (make one with `mxguard passwd`)"
+        ));
+    }
+    Ok(Secret::Plain(text.to_string()))
 }
 
 /// A score: a TOML integer or number, finite, 0 or more.

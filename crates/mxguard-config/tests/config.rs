@@ -384,9 +384,9 @@ fn errors_in_the_sample() {
         ),
         (
             "[dns]",
-            "[tls]\ncertificate = \"x\"\n[dns]",
-            "17:2: tls",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, domains, account, dns, smtp, relay, queue, access, dnsbl, limits)",
+            "[greylist]\nenabled = true\n[dns]",
+            "17:2: greylist",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits)",
         ),
         (
             "hide_client_ip = false",
@@ -396,9 +396,9 @@ fn errors_in_the_sample() {
         ),
         (
             "aliases = [",
-            "password = \"secret\"\naliases = [",
-            "29:1: account[0].password",
-            "unknown key: not supported by this version of mxguard (expected one of: address, aliases)",
+            "passwd = \"secret\"\naliases = [",
+            "29:1: account[0].passwd",
+            "unknown key (expected one of: address, aliases, password, relay, mobile)",
         ),
         (
             "expn = \"off\"",
@@ -535,21 +535,27 @@ fn errors_in_the_sample() {
         ),
         (
             "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"mx\"",
-            "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"pop3\"",
+            "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"admin\"",
             "15:8: listener[1].role",
-            "role \"pop3\" is not supported by this version of mxguard (supported: mx, submission)",
+            "role \"admin\" is not supported by this version of mxguard (supported: mx, submission, submissions, pop3, pop3s)",
         ),
         (
             "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"mx\"",
             "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"submissions\"",
             "15:8: listener[1].role",
-            "not supported by this version of mxguard",
+            "role \"submissions\" speaks TLS from the first byte and needs a [tls] section (certificate and key)",
+        ),
+        (
+            "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"mx\"",
+            "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"pop3s\"",
+            "15:8: listener[1].role",
+            "role \"pop3s\" speaks TLS from the first byte and needs a [tls] section",
         ),
         (
             "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"mx\"",
             "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"MX\"",
             "15:8: listener[1].role",
-            "expected one of: mx, submission, got \"MX\"",
+            "expected one of: mx, submission, submissions, pop3, pop3s, got \"MX\"",
         ),
         (
             "role = \"mx\"\n\n[[listener]]\naddress = \"[::1]:2525\"\nrole = \"mx\"",
@@ -852,7 +858,7 @@ fn warnings() {
         ),
         (
             "[server]\nhostname = \"mx.example.test\"\n[domains]\nlocal = [\"example.test\"]\n[[listener]]\naddress = \"0.0.0.0:587\"\nrole = \"submission\"\n",
-            "mxguard.toml:5:1: listener[0].role: a submission listener refuses MAIL until AUTH",
+            "mxguard.toml:5:1: listener[0].role: a submission listener without [tls]: AUTH will not be offered: clients cannot log in (add [tls] with a certificate and key)",
         ),
         (
             "[server]\nhostname = \"mx.example.test\"\n[domains]\nlocal = [\"example.test\"]\n[[listener]]\naddress = \"0.0.0.0:587\"\nrole = \"submission\"\n",
@@ -1050,9 +1056,25 @@ fn documented_example_parses() {
     .expect("docs/configuration.md");
     let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("end of the toml block");
-    let config = parse(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    // The [tls] files it names must exist: put them in a directory of ours.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "").unwrap();
+    let text = doc[start..end].replace("\"/etc/mxguard/", &format!("\"{}/", dir.path().display()));
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.warnings(), Vec::<String>::new());
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners.len(), 4);
+    assert_eq!(config.listeners[3].role, Role::Submissions);
+    assert_eq!(
+        config.tls.as_ref().map(|t| t.key.clone()),
+        Some(dir.path().join("key.pem"))
+    );
+    let alice = config.account_for("al@example.test").unwrap();
+    assert!(alice.relay && !alice.mobile);
+    assert!(matches!(
+        alice.password,
+        Some(mxguard_config::Secret::Argon2(_))
+    ));
     assert_eq!(
         config
             .account_for("Alice@Example.org")
@@ -2350,4 +2372,282 @@ fn ours(config: &Config) -> Vec<String> {
                 .any(|k| w.contains(k))
         })
         .collect()
+}
+
+/// A hash printed by `mxguard passwd` (of "correct horse").
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bJvCzxlret9TeTdFn2A2yw$gVwqYGJE2RMHIAaDxJo5q9ZYT9dBp3rDi98OXRX630Q";
+
+#[test]
+fn tls_section() {
+    use mxguard_config::TlsConfig;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("certs/cert.pem"), "not parsed here").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "nor this").unwrap();
+    let file = dir.path().join("mxguard.toml");
+    let base = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n";
+    let load = |extra: &str| {
+        std::fs::write(&file, format!("{base}{extra}")).unwrap();
+        Config::load(&file)
+    };
+
+    // Relative to the configuration's directory; absolute kept.
+    let abs = dir.path().join("key.pem");
+    let config = load(&format!(
+        "[tls]\ncertificate = \"certs/cert.pem\"\nkey = {:?}\n",
+        abs.display().to_string()
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.tls,
+        Some(TlsConfig {
+            certificate: dir.path().join("certs/cert.pem"),
+            key: abs,
+            allow_plaintext_auth: false,
+        })
+    );
+    assert!(
+        !config.warnings().iter().any(|w| w.contains("tls")),
+        "{:?}",
+        config.warnings()
+    );
+    assert!(parse(MINIMAL).unwrap().tls.is_none());
+
+    let config = load(
+        "[tls]\ncertificate = \"certs/cert.pem\"\nkey = \"key.pem\"\nallow_plaintext_auth = true\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.tls.as_ref().unwrap().allow_plaintext_auth);
+    let warnings = config.warnings().join("\n");
+    assert!(
+        warnings.contains("mxguard.toml:9:24: tls.allow_plaintext_auth: AUTH is offered on unencrypted connections"),
+        "{warnings}"
+    );
+
+    let f = file.display().to_string();
+    let d = dir.path().display().to_string();
+    let cases: &[(&str, String)] = &[
+        (
+            "[tls]\ncertificate = \"certs/missing.pem\"\nkey = \"key.pem\"\n",
+            format!(
+                "{f}:7:15: tls.certificate: cannot read the certificate chain {d}/certs/missing.pem: "
+            ),
+        ),
+        (
+            "[tls]\ncertificate = \"certs/cert.pem\"\nkey = \"nokey.pem\"\n",
+            format!("{f}:8:7: tls.key: cannot read the private key {d}/nokey.pem: "),
+        ),
+        (
+            "[tls]\ncertificate = \"certs\"\nkey = \"key.pem\"\n",
+            format!("{f}:7:15: tls.certificate: {d}/certs is not a file"),
+        ),
+        (
+            "[tls]\nkey = \"key.pem\"\n",
+            format!("{f}:6:1: tls.certificate: missing required key"),
+        ),
+        (
+            "[tls]\ncertificate = \"certs/cert.pem\"\n",
+            format!("{f}:6:1: tls.key: missing required key"),
+        ),
+        (
+            "[tls]\ncertificate = \"\"\nkey = \"key.pem\"\n",
+            format!(
+                "{f}:7:15: tls.certificate: expected the PEM file of the certificate chain, got \"\""
+            ),
+        ),
+        (
+            "[tls]\ncertificate = \"certs/cert.pem\"\nkey = \"key.pem\"\nallow_plaintext_auth = \"yes\"\n",
+            format!("{f}:9:24: tls.allow_plaintext_auth: expected a boolean"),
+        ),
+        (
+            "[tls]\ncertificate = \"certs/cert.pem\"\nkey = \"key.pem\"\nciphers = []\n",
+            format!(
+                "{f}:9:1: tls.ciphers: unknown key (expected one of: certificate, key, allow_plaintext_auth)"
+            ),
+        ),
+    ];
+    for (extra, expected) in cases {
+        let err = load(extra).unwrap_err().to_string();
+        assert!(
+            err.starts_with(expected.as_str()),
+            "{err}\nexpected: {expected}"
+        );
+    }
+    let err = error(&format!("tls = \"on\"\n{MINIMAL}"));
+    assert!(
+        err.starts_with("mxguard.toml:1:7: tls: expected a table ([tls]), got a string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn roles_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "x").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "x").unwrap();
+    let file = dir.path().join("mxguard.toml");
+    let listeners = "[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[[listener]]\naddress = \"0.0.0.0:587\"\nrole = \"submission\"\n[[listener]]\naddress = \"0.0.0.0:465\"\nrole = \"submissions\"\n[[listener]]\naddress = \"0.0.0.0:110\"\nrole = \"pop3\"\n[[listener]]\naddress = \"0.0.0.0:995\"\nrole = \"pop3s\"\n";
+    std::fs::write(
+        &file,
+        format!("[server]\nhostname = \"mx.example.test\"\n[tls]\ncertificate = \"cert.pem\"\nkey = \"key.pem\"\n{listeners}"),
+    )
+    .unwrap();
+    let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let roles: Vec<Role> = config.listeners.iter().map(|l| l.role).collect();
+    assert_eq!(roles, Role::ALL);
+    let names: Vec<&str> = Role::ALL.iter().map(Role::as_str).collect();
+    assert_eq!(names, ["mx", "submission", "submissions", "pop3", "pop3s"]);
+    for role in Role::ALL {
+        assert_eq!(Role::from_name(role.as_str()), Some(role));
+        assert_eq!(role.to_string(), role.as_str());
+        assert_eq!(
+            role.implicit_tls(),
+            matches!(role, Role::Submissions | Role::Pop3s)
+        );
+        assert_eq!(role.takes_logins(), role != Role::Mx);
+        assert_eq!(role.is_pop3(), matches!(role, Role::Pop3 | Role::Pop3s));
+    }
+    assert_eq!(Role::from_name("admin"), None);
+    assert_eq!(Role::from_name("MX"), None);
+    assert!(
+        !config
+            .warnings()
+            .iter()
+            .any(|w| w.contains("AUTH will not be offered")),
+        "{:?}",
+        config.warnings()
+    );
+
+    // Without [tls]: logins are warned about, one warning a listener.
+    let text = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[[listener]]\naddress = \"0.0.0.0:587\"\nrole = \"submission\"\n[[listener]]\naddress = \"0.0.0.0:110\"\nrole = \"pop3\"\n";
+    let warnings = parse(text).unwrap().warnings();
+    let auth: Vec<&String> = warnings
+        .iter()
+        .filter(|w| w.contains("AUTH will not be offered: clients cannot log in"))
+        .collect();
+    assert_eq!(auth.len(), 2, "{warnings:?}");
+    assert!(auth[0].starts_with("mxguard.toml:6:1: listener[1].role: a submission listener"));
+    assert!(auth[1].starts_with("mxguard.toml:9:1: listener[2].role: a pop3 listener"));
+}
+
+#[test]
+fn account_passwords() {
+    use mxguard_config::Secret;
+    let head = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[domains]\nlocal = [\"example.test\"]\n";
+    let text = format!(
+        "{head}[[account]]\naddress = \"alice@example.test\"\npassword = \"{HASH}\"\nrelay = true\nmobile = true\n[[account]]\naddress = \"bob@example.test\"\npassword = \"hunter2\"\n[[account]]\naddress = \"carol@example.test\"\n"
+    );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let alice = config.account_for("alice@example.test").unwrap();
+    assert_eq!(alice.password, Some(Secret::Argon2(HASH.to_string())));
+    assert!(alice.relay && alice.mobile);
+    let bob = config.account_for("bob@example.test").unwrap();
+    assert_eq!(bob.password, Some(Secret::Plain("hunter2".to_string())));
+    assert!(!bob.relay && !bob.mobile);
+    let carol = config.account_for("carol@example.test").unwrap();
+    assert_eq!(carol.password, None);
+
+    // Debug never shows a secret or a hash.
+    let debug = format!("{:?}", config.accounts);
+    assert!(
+        !debug.contains("hunter2") && !debug.contains("argon2id"),
+        "{debug}"
+    );
+    assert!(debug.contains("Secret::Plain(<hidden>)"), "{debug}");
+
+    let warnings = config.warnings().join("\n");
+    assert!(
+        warnings.contains("mxguard.toml:15:12: account[1].password: the password of \"bob@example.test\" is in plain text"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("account[0]"), "{warnings}");
+    assert!(!warnings.contains("hunter2"), "{warnings}");
+
+    // relay or mobile without a password.
+    let text = format!(
+        "{head}[[account]]\naddress = \"alice@example.test\"\nrelay = true\nmobile = false\n"
+    );
+    let warnings = parse(&text).unwrap().warnings().join("\n");
+    assert!(
+        warnings.contains("mxguard.toml:10:9: account[0].relay: \"alice@example.test\" has no password: it can never log in"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("account[0].mobile"), "{warnings}");
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "\"\"",
+            "10:12: account[0].password",
+            "expected a hash from `mxguard passwd`",
+        ),
+        (
+            "\"$argon2id$v=19$m=19456,t=2,p=1$bJvCzxlret9TeTdFn2A2yw\"",
+            "10:12: account[0].password",
+            "not a valid argon2 hash (the salt or the hash is missing)",
+        ),
+        (
+            "\"$argon2id$v=19$m=19456,t=2,p=1$!!$gVwqYGJE2RMHIAaDxJo5q9ZYT9dBp3rDi98OXRX630Q\"",
+            "10:12: account[0].password",
+            "not a valid argon2 hash",
+        ),
+        (
+            "\"$argon2id$v=19$m=1,t=2,p=1$bJvCzxlret9TeTdFn2A2yw$gVwqYGJE2RMHIAaDxJo5q9ZYT9dBp3rDi98OXRX630Q\"",
+            "10:12: account[0].password",
+            "not a valid argon2 hash (parameters: ",
+        ),
+        (
+            "\"$argon2id$v=99$m=19456,t=2,p=1$bJvCzxlret9TeTdFn2A2yw$gVwqYGJE2RMHIAaDxJo5q9ZYT9dBp3rDi98OXRX630Q\"",
+            "10:12: account[0].password",
+            "unknown version 99",
+        ),
+        (
+            "\"$argon2x$v=19$m=19456,t=2,p=1$bJvCzxlret9TeTdFn2A2yw$gVwqYGJE2RMHIAaDxJo5q9ZYT9dBp3rDi98OXRX630Q\"",
+            "10:12: account[0].password",
+            "unknown algorithm \"argon2x\"",
+        ),
+        (
+            "\"$argon2id$garbage\"",
+            "10:12: account[0].password",
+            "not a valid argon2 hash",
+        ),
+        (
+            "\"$6$saltsalt$abcdef\"",
+            "10:12: account[0].password",
+            "looks like a \"6\" password hash: only argon2 hashes are supported",
+        ),
+        (
+            "\"$2b$12$abcdef\"",
+            "10:12: account[0].password",
+            "looks like a \"2b\" password hash",
+        ),
+        (
+            "42",
+            "10:12: account[0].password",
+            "expected a string, got integer",
+        ),
+    ];
+    for (value, at, message) in cases {
+        let text =
+            format!("{head}[[account]]\naddress = \"alice@example.test\"\npassword = {value}\n");
+        let err = error(&text);
+        assert!(
+            err.starts_with(&format!("mxguard.toml:{at}: ")) && err.contains(message),
+            "{err}\nexpected: {at}: ...{message}"
+        );
+    }
+    // Text that merely starts with a dollar is a plain password.
+    for plain in ["$ecret", "$$", "$ab$cd$", "pa$$word"] {
+        let text =
+            format!("{head}[[account]]\naddress = \"alice@example.test\"\npassword = {plain:?}\n");
+        let result = parse(&text);
+        match plain {
+            "$ab$cd$" => assert!(result.is_err(), "{plain}"),
+            _ => assert_eq!(
+                result.unwrap().accounts[0].password,
+                Some(Secret::Plain(plain.to_string()))
+            ),
+        }
+    }
+    let text = format!("{head}[[account]]\naddress = \"alice@example.test\"\nrelay = \"yes\"\n");
+    assert!(error(&text).starts_with("mxguard.toml:10:9: account[0].relay: expected a boolean"));
 }

@@ -4,8 +4,10 @@
 //! (550 5.1.1 otherwise), or falls to the domain's catchall. The bare
 //! `<Postmaster>` of RFC 5321 §4.1.1.3 goes to `postmaster@` the first local
 //! domain. A recipient elsewhere is relayed only when its domain is in
-//! `domains.relay_to` (we are its backup MX) or the client's address is in
-//! `relay.clients`; anything else is refused with 554 5.7.1 Relay access
+//! `domains.relay_to` (we are its backup MX), the client's address is in
+//! `relay.clients`, or the client authenticated as an account with
+//! `relay = true` (an account without it may only send to local
+//! recipients); anything else is refused with 554 5.7.1 Relay access
 //! denied. With neither configured, the server relays for no one.
 //!
 //! An address with more than one route (`user%host@local`, `host!user@local`,
@@ -14,7 +16,7 @@
 
 use std::net::IpAddr;
 
-use mxguard_config::Config;
+use mxguard_config::{Account, Config};
 use mxguard_proto::Path;
 
 use crate::{CheckId, Verdict};
@@ -52,6 +54,8 @@ pub enum RelayReason {
     RelayTo,
     /// The client's address is in `relay.clients`.
     ClientAddress,
+    /// The client authenticated (AUTH) as an account with `relay = true`.
+    Authenticated,
 }
 
 impl RelayReason {
@@ -60,6 +64,7 @@ impl RelayReason {
         match self {
             RelayReason::RelayTo => "relay_to allowed",
             RelayReason::ClientAddress => "client address",
+            RelayReason::Authenticated => "authenticated channel",
         }
     }
 }
@@ -71,8 +76,14 @@ pub enum Route {
     Relay(RelayReason),
 }
 
-/// Decides one RCPT TO from `client`.
-pub fn route_recipient(cfg: &Config, to: &Path, client: IpAddr) -> Result<Route, Verdict> {
+/// Decides one RCPT TO from `client`, which authenticated as
+/// `authenticated` when that is `Some`.
+pub fn route_recipient(
+    cfg: &Config,
+    to: &Path,
+    client: IpAddr,
+    authenticated: Option<&Account>,
+) -> Result<Route, Verdict> {
     let mb = &to.mailbox;
     let remote = to.route.is_empty()
         && !mb.is_bare_postmaster()
@@ -92,6 +103,9 @@ pub fn route_recipient(cfg: &Config, to: &Path, client: IpAddr) -> Result<Route,
         }
         if cfg.is_relay_client(client) {
             return Ok(Route::Relay(RelayReason::ClientAddress));
+        }
+        if authenticated.is_some_and(|a| a.relay) {
+            return Ok(Route::Relay(RelayReason::Authenticated));
         }
     }
     local_recipient(cfg, to).map(Route::Local)
@@ -147,7 +161,7 @@ fn relay_denied(shown: &str) -> Verdict {
         "Relay access denied",
         CheckId::Relay,
         format!(
-            "{shown} is not in a local domain nor in relay_to, and the client is not in relay.clients"
+            "{shown} is not in a local domain nor in relay_to, and the client is neither in relay.clients nor authenticated as an account with relay = true"
         ),
     )
 }
@@ -218,10 +232,11 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         ];
         for (input, want) in cases {
             let path = parse_path(input, true).unwrap().unwrap();
-            let got = route_recipient(&cfg, &path, "192.0.2.1".parse().unwrap()).map(|r| match r {
-                Route::Local(l) => l,
-                Route::Relay(_) => panic!("{input}: relayed"),
-            });
+            let got =
+                route_recipient(&cfg, &path, "192.0.2.1".parse().unwrap(), None).map(|r| match r {
+                    Route::Local(l) => l,
+                    Route::Relay(_) => panic!("{input}: relayed"),
+                });
             match (got, want) {
                 (Ok(r), Ok((mb, via))) => {
                     assert_eq!(r.mailbox, *mb, "{input}");
@@ -243,7 +258,7 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let path = parse_path("<anyone@other.test>", false).unwrap().unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
-            route_recipient(&cfg, &path, ip).unwrap_err().check,
+            route_recipient(&cfg, &path, ip, None).unwrap_err().check,
             CheckId::UnknownUser
         );
     }
@@ -257,8 +272,9 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
         let client: IpAddr = "10.1.2.3".parse().unwrap();
-        let route =
-            |addr: &str, ip| route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip);
+        let route = |addr: &str, ip| {
+            route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip, None)
+        };
         assert_eq!(
             route("<x@backup.test>", stranger),
             Ok(Route::Relay(RelayReason::RelayTo))
@@ -294,5 +310,44 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             route("<joe@example.test>", client),
             Ok(Route::Local(_))
         ));
+    }
+
+    #[test]
+    fn authenticated_relay() {
+        let text = CONFIG.replace("aliases = [", "relay = true\naliases = [")
+            + "[[account]]\naddress = \"ann@example.test\"\n";
+        let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let joe = cfg.account_for("joe@example.test").unwrap();
+        let ann = cfg.account_for("ann@example.test").unwrap();
+        assert!(joe.relay && !ann.relay);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let route = |addr: &str, account| {
+            route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip, account)
+        };
+        assert_eq!(
+            route("<x@far.test>", Some(joe)),
+            Ok(Route::Relay(RelayReason::Authenticated))
+        );
+        assert_eq!(RelayReason::Authenticated.as_str(), "authenticated channel");
+        // without relay = true: local recipients only
+        assert_eq!(
+            route("<x@far.test>", Some(ann)).unwrap_err().check,
+            CheckId::Relay
+        );
+        assert!(matches!(
+            route("<joe@example.test>", Some(ann)),
+            Ok(Route::Local(_))
+        ));
+        // multi-route forms are still refused
+        assert_eq!(
+            route("<x%evil.test@far.test>", Some(joe))
+                .unwrap_err()
+                .check,
+            CheckId::Relay
+        );
+        assert_eq!(
+            route("<x@far.test>", None).unwrap_err().check,
+            CheckId::Relay
+        );
     }
 }

@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use memchr::memchr;
 
 use super::data::{ChunkChecker, DataReader, Flaw};
@@ -12,6 +14,10 @@ use crate::reply::Reply;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 const MAX_COMMAND_LINE: usize = 512;
+
+/// RFC 4954 §4: an AUTH command with its initial response, and each SASL
+/// response line, may be up to 12288 octets with its CRLF.
+const MAX_AUTH_LINE: usize = 12288;
 
 /// Content handed to the driver in pieces of about this size.
 const DATA_CHUNK: usize = 64 * 1024;
@@ -38,8 +44,16 @@ pub struct SessionConfig {
     pub max_recipients: usize,
     pub vrfy: VrfyPolicy,
     pub expn: bool,
-    /// A submission listener without AUTH: MAIL gets 530 5.7.0.
+    /// A submission listener: MAIL before a successful AUTH gets 530 5.7.0.
     pub require_auth: bool,
+    /// STARTTLS is offered (TLS is configured and the listener is not
+    /// implicit TLS).
+    pub starttls: bool,
+    /// AUTH is offered on this listener at all (the submission roles).
+    pub auth: bool,
+    /// AUTH is offered on connections that are not encrypted too
+    /// (`tls.allow_plaintext_auth`); otherwise it gets 538 5.7.11 there.
+    pub auth_mechanisms_without_tls: bool,
     /// Close with 421 4.7.0 after this many failed commands.
     pub max_errors: Option<u32>,
 }
@@ -49,6 +63,44 @@ pub struct SessionConfig {
 pub enum TimeoutKind {
     Command,
     Data,
+}
+
+/// A SASL mechanism of AUTH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// RFC 4616.
+    Plain,
+    /// The de facto LOGIN mechanism (draft-murchison-sasl-login).
+    Login,
+}
+
+impl AuthMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMechanism::Plain => "PLAIN",
+            AuthMechanism::Login => "LOGIN",
+        }
+    }
+}
+
+/// A password a client sent with AUTH. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    pub fn new(bytes: Vec<u8>) -> Password {
+        Password(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
 }
 
 /// Something the driver must act on.
@@ -76,13 +128,28 @@ pub enum Event {
     MessageEnd { size: u64 },
     /// The message in progress is abandoned: discard what was spooled.
     MessageAborted,
+    /// STARTTLS was accepted and its 220 is the last reply before this
+    /// event: write the replies out, run the TLS handshake on the
+    /// connection, then call [`Session::tls_started`]. Needs no decision;
+    /// the session reads nothing until then, and what the client sent
+    /// after STARTTLS has been thrown away.
+    StartTls,
+    /// AUTH with a complete response; needs a decision: accept (235, the
+    /// session is authenticated) or reject (535 5.7.8 is the usual reply;
+    /// it counts as an error).
+    Auth {
+        mechanism: AuthMechanism,
+        /// The authentication identity (PLAIN authcid, LOGIN user name).
+        login: String,
+        password: Password,
+    },
 }
 
 impl Event {
     fn needs_decision(&self) -> bool {
         !matches!(
             self,
-            Event::MessageStart | Event::MessageData(_) | Event::MessageAborted
+            Event::MessageStart | Event::MessageData(_) | Event::MessageAborted | Event::StartTls
         )
     }
 }
@@ -113,7 +180,19 @@ enum Pending {
     Mail { params: MailParams },
     Rcpt,
     Vrfy,
+    Auth,
     MessageEnd,
+}
+
+/// Which SASL response an AUTH exchange waits for.
+#[derive(Debug)]
+enum AuthStep {
+    /// PLAIN without initial response, after `334 `.
+    Plain,
+    /// LOGIN, after `334 VXNlcm5hbWU6` ("Username:").
+    LoginUser,
+    /// LOGIN, after `334 UGFzc3dvcmQ6` ("Password:").
+    LoginPassword { login: String },
 }
 
 #[derive(Debug)]
@@ -127,6 +206,8 @@ enum Mode {
         last: bool,
         error: Option<Reply>,
     },
+    /// Reading the client's response line of an AUTH exchange.
+    Auth(AuthStep),
 }
 
 #[derive(Debug, Default)]
@@ -150,7 +231,15 @@ pub struct Session {
     tx: Transaction,
     data_out: Vec<u8>,
     skipping_long_command: bool,
+    /// The connection is encrypted (implicit TLS, or after STARTTLS).
+    tls: bool,
+    /// STARTTLS was accepted: input is ignored until the handshake is done.
+    starting_tls: bool,
+    /// AUTH succeeded.
+    authenticated: bool,
     errors: u32,
+    /// `cfg.max_errors`, unless lifted for this client (whitelisted).
+    max_errors: Option<u32>,
     shutting_down: bool,
     closed: bool,
 }
@@ -163,7 +252,6 @@ impl Session {
     /// Starts a session; `greeting` is the 220 banner to send first.
     pub fn new(cfg: Arc<SessionConfig>, greeting: Reply) -> Session {
         let mut s = Session {
-            cfg,
             inbuf: Vec::new(),
             out: VecDeque::new(),
             mode: Mode::Command,
@@ -172,7 +260,12 @@ impl Session {
             tx: Transaction::default(),
             data_out: Vec::new(),
             skipping_long_command: false,
+            tls: false,
+            starting_tls: false,
+            authenticated: false,
             errors: 0,
+            max_errors: cfg.max_errors,
+            cfg,
             shutting_down: false,
             closed: false,
         };
@@ -183,6 +276,45 @@ impl Session {
     /// The HELO/EHLO name the client gave, once accepted.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
+    }
+
+    /// Whether the connection is encrypted. An implicit-TLS listener sets
+    /// it before the first exchange; it changes what EHLO offers.
+    pub fn set_tls(&mut self, on: bool) {
+        self.tls = on;
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether AUTH succeeded.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The TLS handshake that [`Event::StartTls`] asked for is done: the
+    /// session starts over as right after the greeting (RFC 3207 §4.2: the
+    /// client's HELO name, any transaction and authentication are
+    /// forgotten) and reads again.
+    pub fn tls_started(&mut self) {
+        self.starting_tls = false;
+        self.tls = true;
+        self.helo = None;
+        self.tx = Transaction::default();
+        self.authenticated = false;
+        self.mode = Mode::Command;
+        self.inbuf.clear();
+        self.skipping_long_command = false;
+        if self.shutting_down && self.pending.is_none() {
+            self.process();
+        }
+    }
+
+    /// Lifts (or sets) the error limit for this session: whitelisted
+    /// clients are not cut off.
+    pub fn set_max_errors(&mut self, max: Option<u32>) {
+        self.max_errors = max;
     }
 
     /// Failed commands so far.
@@ -202,23 +334,26 @@ impl Session {
     /// The timer that applies while waiting for the client.
     pub fn timeout_kind(&self) -> TimeoutKind {
         match self.mode {
-            Mode::Command => TimeoutKind::Command,
-            _ => TimeoutKind::Data,
+            Mode::Command | Mode::Auth(_) => TimeoutKind::Command,
+            Mode::Data(_) | Mode::Bdat { .. } => TimeoutKind::Data,
         }
     }
 
     /// True when no message is in progress (for a graceful shutdown).
     pub fn is_idle(&self) -> bool {
-        matches!(self.mode, Mode::Command) && self.pending.is_none() && !self.message_started()
+        matches!(self.mode, Mode::Command | Mode::Auth(_))
+            && self.pending.is_none()
+            && !self.message_started()
     }
 
     fn message_started(&self) -> bool {
-        self.tx.chunking.is_some() || !matches!(self.mode, Mode::Command)
+        self.tx.chunking.is_some() || matches!(self.mode, Mode::Data(_) | Mode::Bdat { .. })
     }
 
     /// Bytes from the client.
     pub fn handle_input(&mut self, bytes: &[u8]) {
-        if self.closed {
+        if self.closed || self.starting_tls {
+            // After STARTTLS, only the handshake may follow.
             return;
         }
         self.inbuf.extend_from_slice(bytes);
@@ -318,6 +453,10 @@ impl Session {
                         "Cannot VRFY user, but will accept message and attempt delivery",
                     )
                 }),
+                Pending::Auth => {
+                    self.authenticated = true;
+                    accept_reply.unwrap_or_else(|| reply(235, 2, 7, 0, "Authentication successful"))
+                }
                 Pending::MessageEnd => {
                     self.tx = Transaction::default();
                     accept_reply.unwrap_or_else(|| reply(250, 2, 0, 0, "Message accepted"))
@@ -334,12 +473,24 @@ impl Session {
         if !extended {
             return base;
         }
-        base.with_line("PIPELINING")
+        let mut r = base
+            .with_line("PIPELINING")
             .with_line(&format!("SIZE {}", self.cfg.max_message_size))
             .with_line("8BITMIME")
             .with_line("ENHANCEDSTATUSCODES")
             .with_line("SMTPUTF8")
-            .with_line("CHUNKING")
+            .with_line("CHUNKING");
+        if self.cfg.starttls && !self.tls {
+            r = r.with_line("STARTTLS");
+        }
+        if self.auth_offered() {
+            r = r.with_line("AUTH PLAIN LOGIN");
+        }
+        r
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.cfg.auth && !self.authenticated && (self.tls || self.cfg.auth_mechanisms_without_tls)
     }
 
     fn send(&mut self, r: Reply) {
@@ -356,7 +507,7 @@ impl Session {
     fn fail(&mut self, r: Reply) {
         self.send(r);
         self.errors += 1;
-        if let Some(max) = self.cfg.max_errors
+        if let Some(max) = self.max_errors
             && self.errors >= max
         {
             let r = reply(
@@ -388,11 +539,12 @@ impl Session {
     /// Runs the machine until it needs input or a decision.
     fn process(&mut self) {
         let mut pos = 0;
-        while !self.closed && self.pending.is_none() {
+        while !self.closed && self.pending.is_none() && !self.starting_tls {
             let progressed = match &mut self.mode {
                 Mode::Command => self.step_command(&mut pos),
                 Mode::Data(_) => self.step_data(&mut pos),
                 Mode::Bdat { .. } => self.step_bdat(&mut pos),
+                Mode::Auth(_) => self.step_auth(&mut pos),
             };
             if !progressed {
                 break;
@@ -402,7 +554,67 @@ impl Session {
             return;
         }
         self.flush_data();
-        self.inbuf.drain(..pos.min(self.inbuf.len()));
+        if self.starting_tls {
+            // RFC 3207 §4.2: nothing sent before the handshake counts.
+            self.inbuf = Vec::new();
+        } else {
+            self.inbuf.drain(..pos.min(self.inbuf.len()));
+        }
+    }
+
+    /// The next complete line at `pos`, without its CRLF: `Ok(None)` when
+    /// it is not complete yet, `Err` with the reply for a bad line (which
+    /// is consumed). Lines longer than `limit` octets (with CRLF) are bad.
+    fn next_line(
+        &mut self,
+        pos: &mut usize,
+        limit: usize,
+    ) -> Result<Option<std::ops::Range<usize>>, Reply> {
+        let buf = &self.inbuf[*pos..];
+        let Some(i) = memchr(b'\n', buf) else {
+            if buf.len() > limit {
+                self.skipping_long_command = true;
+                *pos = self.inbuf.len();
+            }
+            return Ok(None);
+        };
+        let line_len = i + 1;
+        let start = *pos;
+        *pos += line_len;
+        if std::mem::take(&mut self.skipping_long_command) || line_len > limit {
+            return Err(reply(500, 5, 5, 2, "Line too long"));
+        }
+        let line = &self.inbuf[start..start + i];
+        let Some(line) = line.strip_suffix(b"\r") else {
+            return Err(reply(
+                500,
+                5,
+                5,
+                2,
+                "Bare LF received; command lines must end with CRLF",
+            ));
+        };
+        if memchr(b'\r', line).is_some() {
+            return Err(reply(
+                500,
+                5,
+                5,
+                2,
+                "Bare CR received; command lines must end with CRLF",
+            ));
+        }
+        if memchr(0, line).is_some() {
+            return Err(reply(500, 5, 5, 2, "NUL character in command"));
+        }
+        if std::str::from_utf8(line).is_err() {
+            return Err(reply(500, 5, 5, 2, "Invalid UTF-8 in command"));
+        }
+        Ok(Some(start..start + line.len()))
+    }
+
+    /// The line of `range`, checked to be UTF-8 by [`Session::next_line`].
+    fn line_text(&self, range: std::ops::Range<usize>) -> String {
+        String::from_utf8_lossy(&self.inbuf[range]).into_owned()
     }
 
     fn step_command(&mut self, pos: &mut usize) -> bool {
@@ -418,48 +630,22 @@ impl Session {
             self.close();
             return false;
         }
-        let buf = &self.inbuf[*pos..];
-        let Some(i) = memchr(b'\n', buf) else {
-            if buf.len() > MAX_COMMAND_LINE {
-                self.skipping_long_command = true;
-                *pos = self.inbuf.len();
+        // An AUTH command may carry a long initial response.
+        let rest = &self.inbuf[*pos..];
+        let limit = if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case(b"AUTH ") {
+            MAX_AUTH_LINE
+        } else {
+            MAX_COMMAND_LINE
+        };
+        let range = match self.next_line(pos, limit) {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(r) => {
+                self.fail(r);
+                return true;
             }
-            return false;
         };
-        let line_len = i + 1;
-        let start = *pos;
-        *pos += line_len;
-        if std::mem::take(&mut self.skipping_long_command) || line_len > MAX_COMMAND_LINE {
-            self.fail(reply(500, 5, 5, 2, "Line too long"));
-            return true;
-        }
-        let line = &self.inbuf[start..start + i];
-        let Some(line) = line.strip_suffix(b"\r") else {
-            self.fail(reply(
-                500,
-                5,
-                5,
-                2,
-                "Bare LF received; command lines must end with CRLF",
-            ));
-            return true;
-        };
-        if memchr(b'\r', line).is_some() {
-            self.fail(reply(
-                500,
-                5,
-                5,
-                2,
-                "Bare CR received; command lines must end with CRLF",
-            ));
-            return true;
-        }
-        if memchr(0, line).is_some() {
-            self.fail(reply(500, 5, 5, 2, "NUL character in command"));
-            return true;
-        }
-        let Ok(line) = std::str::from_utf8(line) else {
-            self.fail(reply(500, 5, 5, 2, "Invalid UTF-8 in command"));
+        let Ok(line) = std::str::from_utf8(&self.inbuf[range]) else {
             return true;
         };
         let parsed = parse_command(line);
@@ -546,7 +732,7 @@ impl Session {
                 2,
                 0,
                 0,
-                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS AUTH",
             )),
             Command::Vrfy(arg) => match self.cfg.vrfy {
                 VrfyPolicy::Off => self.fail(reply(502, 5, 5, 1, "VRFY command is disabled")),
@@ -566,9 +752,187 @@ impl Session {
                     self.fail(reply(502, 5, 5, 1, "EXPN command is disabled"))
                 }
             }
-            Command::StartTls => self.fail(reply(502, 5, 5, 1, "STARTTLS not available")),
-            Command::Auth(_) => self.fail(reply(502, 5, 5, 1, "AUTH not available")),
+            Command::StartTls => self.starttls(),
+            Command::Auth(args) => self.auth(&args),
         }
+    }
+
+    fn starttls(&mut self) {
+        if self.tls {
+            return self.fail(reply(503, 5, 5, 1, "TLS already active"));
+        }
+        if !self.cfg.starttls {
+            return self.fail(reply(502, 5, 5, 1, "STARTTLS not available"));
+        }
+        if self.tx.mail || self.tx.chunking.is_some() {
+            return self.fail(reply(
+                503,
+                5,
+                5,
+                1,
+                "STARTTLS not allowed during a mail transaction",
+            ));
+        }
+        self.send(reply(220, 2, 0, 0, "Ready to start TLS"));
+        self.out.push_back(Output::Event(Event::StartTls));
+        self.starting_tls = true;
+    }
+
+    fn auth(&mut self, args: &str) {
+        if !self.cfg.auth {
+            return self.fail(reply(502, 5, 5, 1, "AUTH not available"));
+        }
+        if self.helo.is_none() {
+            return self.fail(reply(503, 5, 5, 1, "Send EHLO first"));
+        }
+        if self.authenticated {
+            return self.fail(reply(503, 5, 5, 1, "Already authenticated"));
+        }
+        if self.tx.mail || self.tx.chunking.is_some() {
+            return self.fail(reply(
+                503,
+                5,
+                5,
+                1,
+                "AUTH not allowed during a mail transaction",
+            ));
+        }
+        if !self.tls && !self.cfg.auth_mechanisms_without_tls {
+            return self.fail(reply(
+                538,
+                5,
+                7,
+                11,
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        let mut words = args.split(' ').filter(|w| !w.is_empty());
+        let syntax = || reply(501, 5, 5, 4, "Syntax: AUTH mechanism [initial-response]");
+        let Some(mechanism) = words.next() else {
+            return self.fail(syntax());
+        };
+        let initial = words.next();
+        if words.next().is_some() {
+            return self.fail(syntax());
+        }
+        let mechanism = if mechanism.eq_ignore_ascii_case("PLAIN") {
+            AuthMechanism::Plain
+        } else if mechanism.eq_ignore_ascii_case("LOGIN") {
+            AuthMechanism::Login
+        } else {
+            return self.fail(reply(504, 5, 5, 4, "Unrecognized authentication type"));
+        };
+        match (mechanism, initial) {
+            (AuthMechanism::Plain, None) => self.challenge(AuthStep::Plain, ""),
+            (AuthMechanism::Plain, Some(r)) => self.plain_response(r),
+            (AuthMechanism::Login, None) => self.challenge(AuthStep::LoginUser, "VXNlcm5hbWU6"),
+            (AuthMechanism::Login, Some(r)) => self.login_user(r),
+        }
+    }
+
+    /// Sends a 334 challenge and waits for the client's response line.
+    fn challenge(&mut self, step: AuthStep, text: &str) {
+        // 3xx replies carry no enhanced code (RFC 2034 §3).
+        self.send(Reply::fixed_plain(334, text));
+        self.mode = Mode::Auth(step);
+    }
+
+    /// A SASL response: `=` is an empty one (RFC 4954 §4); `None` when it
+    /// is not base64, after the 501 was sent.
+    fn decode_response(&mut self, text: &str) -> Option<Vec<u8>> {
+        if text == "=" {
+            return Some(Vec::new());
+        }
+        match BASE64.decode(text.as_bytes()) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fail(reply(501, 5, 5, 2, "Invalid base64 data"));
+                None
+            }
+        }
+    }
+
+    /// PLAIN: `authzid NUL authcid NUL passwd` (RFC 4616 §2).
+    fn plain_response(&mut self, text: &str) {
+        let Some(raw) = self.decode_response(text) else {
+            return;
+        };
+        let mut parts = raw.splitn(3, |&b| b == 0);
+        let (Some(authzid), Some(authcid), Some(passwd)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return self.fail(reply(501, 5, 5, 2, "Invalid PLAIN response"));
+        };
+        let (Ok(authzid), Ok(authcid)) =
+            (std::str::from_utf8(authzid), std::str::from_utf8(authcid))
+        else {
+            return self.fail(reply(501, 5, 5, 2, "Invalid PLAIN response"));
+        };
+        if authcid.is_empty() {
+            return self.fail(reply(501, 5, 5, 2, "Invalid PLAIN response"));
+        }
+        // Acting as someone else is not supported: the authorization
+        // identity, when given, must be the login itself.
+        if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
+            return self.fail(reply(535, 5, 7, 8, "Authentication credentials invalid"));
+        }
+        let event = Event::Auth {
+            mechanism: AuthMechanism::Plain,
+            login: authcid.to_string(),
+            password: Password(passwd.to_vec()),
+        };
+        self.ask(Pending::Auth, event);
+    }
+
+    /// LOGIN: the user name; the password is asked for next.
+    fn login_user(&mut self, text: &str) {
+        let Some(raw) = self.decode_response(text) else {
+            return;
+        };
+        let Ok(login) = String::from_utf8(raw) else {
+            return self.fail(reply(501, 5, 5, 2, "Invalid user name"));
+        };
+        self.challenge(AuthStep::LoginPassword { login }, "UGFzc3dvcmQ6");
+    }
+
+    /// One response line of an AUTH exchange.
+    fn step_auth(&mut self, pos: &mut usize) -> bool {
+        if self.shutting_down {
+            self.mode = Mode::Command;
+            return self.step_command(pos);
+        }
+        let range = match self.next_line(pos, MAX_AUTH_LINE) {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(r) => {
+                self.mode = Mode::Command;
+                self.fail(r);
+                return true;
+            }
+        };
+        let text = self.line_text(range);
+        let Mode::Auth(step) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return true;
+        };
+        if text == "*" {
+            self.fail(reply(501, 5, 0, 0, "Authentication cancelled"));
+            return true;
+        }
+        match step {
+            AuthStep::Plain => self.plain_response(&text),
+            AuthStep::LoginUser => self.login_user(&text),
+            AuthStep::LoginPassword { login } => {
+                if let Some(raw) = self.decode_response(&text) {
+                    let event = Event::Auth {
+                        mechanism: AuthMechanism::Login,
+                        login,
+                        password: Password(raw),
+                    };
+                    self.ask(Pending::Auth, event);
+                }
+            }
+        }
+        true
     }
 
     fn ask(&mut self, pending: Pending, event: Event) {
@@ -590,7 +954,7 @@ impl Session {
         if self.tx.mail {
             return self.fail(reply(503, 5, 5, 1, "Nested MAIL command"));
         }
-        if self.cfg.require_auth {
+        if self.cfg.require_auth && !self.authenticated {
             return self.fail(reply(530, 5, 7, 0, "Authentication required"));
         }
         if params.size.is_some_and(|s| s > self.cfg.max_message_size) {

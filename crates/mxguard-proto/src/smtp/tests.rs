@@ -11,6 +11,9 @@ fn config() -> SessionConfig {
         vrfy: VrfyPolicy::Ambiguous,
         expn: false,
         require_auth: false,
+        starttls: false,
+        auth: false,
+        auth_mechanisms_without_tls: false,
         max_errors: None,
     }
 }
@@ -22,6 +25,8 @@ struct Harness {
     message: Vec<u8>,
     events: Vec<String>,
     closed: bool,
+    /// An Event::StartTls was seen (the test runs the "handshake").
+    starttls: bool,
 }
 
 impl Harness {
@@ -32,6 +37,7 @@ impl Harness {
             message: Vec::new(),
             events: Vec::new(),
             closed: false,
+            starttls: false,
         };
         let first = h.drain();
         assert_eq!(first, vec!["220 mx.example.test ESMTP mxguard"]);
@@ -63,6 +69,20 @@ impl Harness {
                             None
                         }
                         Event::MessageAborted => None,
+                        Event::StartTls => {
+                            self.starttls = true;
+                            None
+                        }
+                        Event::Auth {
+                            login, password, ..
+                        } => Some(if login == "alice" && password.as_bytes() == b"secret" {
+                            Decision::Accept(None)
+                        } else {
+                            Decision::Reject(
+                                Reply::parse("535 5.7.8 Authentication credentials invalid")
+                                    .unwrap(),
+                            )
+                        }),
                         Event::MessageEnd { size } => Some(Decision::Accept(Some(
                             Reply::parse(&format!("250 2.0.0 Ok: {size} octets queued as Q1"))
                                 .unwrap(),
@@ -372,6 +392,359 @@ fn shutdown_waits_for_message_end() {
     assert!(h.closed);
 }
 
+fn tls_config() -> SessionConfig {
+    SessionConfig {
+        starttls: true,
+        auth: true,
+        require_auth: true,
+        ..config()
+    }
+}
+
+fn b64(s: &[u8]) -> String {
+    BASE64.encode(s)
+}
+
+const EHLO_BASE: [&str; 7] = [
+    "250-mx.example.test",
+    "250-PIPELINING",
+    "250-SIZE 10000",
+    "250-8BITMIME",
+    "250-ENHANCEDSTATUSCODES",
+    "250-SMTPUTF8",
+    "250-CHUNKING",
+];
+
+#[test]
+fn ehlo_offers_starttls_then_auth() {
+    let mut h = Harness::new(tls_config());
+    let mut want: Vec<&str> = EHLO_BASE.to_vec();
+    want.push("250 STARTTLS");
+    assert_eq!(h.send("EHLO c.test\r\n"), want);
+    assert_eq!(h.codes("STARTTLS\r\n"), ["220 2.0.0"]);
+    assert!(h.starttls);
+    h.s.tls_started();
+    assert!(h.s.tls());
+    let mut want: Vec<&str> = EHLO_BASE.to_vec();
+    want.push("250 AUTH PLAIN LOGIN");
+    assert_eq!(h.send("EHLO c.test\r\n"), want);
+    // once authenticated, AUTH is no longer offered
+    h.send(&format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret")));
+    assert_eq!(h.send("EHLO c.test\r\n"), {
+        let mut w = EHLO_BASE.to_vec();
+        w[6] = "250 CHUNKING";
+        w
+    });
+
+    // allow_plaintext_auth: both before TLS
+    let mut h = Harness::new(SessionConfig {
+        auth_mechanisms_without_tls: true,
+        ..tls_config()
+    });
+    let r = h.send("EHLO c.test\r\n");
+    assert_eq!(&r[7..], ["250-STARTTLS", "250 AUTH PLAIN LOGIN"]);
+    // an implicit-TLS listener: no STARTTLS, AUTH at once
+    let mut h = Harness::new(SessionConfig {
+        starttls: false,
+        ..tls_config()
+    });
+    h.s.set_tls(true);
+    assert_eq!(&h.send("EHLO c.test\r\n")[7..], ["250 AUTH PLAIN LOGIN"]);
+    assert_eq!(h.codes("STARTTLS\r\n"), ["503 5.5.1"]);
+    // the MX listener offers AUTH nowhere
+    let mut h = Harness::new(SessionConfig {
+        auth: false,
+        require_auth: false,
+        ..tls_config()
+    });
+    h.s.set_tls(true);
+    assert_eq!(h.send("EHLO c.test\r\n").last().unwrap(), "250 CHUNKING");
+    assert_eq!(
+        h.codes("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"),
+        ["502 5.5.1"]
+    );
+}
+
+#[test]
+fn starttls_drops_pipelined_commands() {
+    // RFC 3207 §4.2 / CVE-2011-0411: commands sent in the same packet as
+    // STARTTLS must never be executed, before or after the handshake.
+    let mut h = Harness::new(tls_config());
+    let r = h.codes(
+        "EHLO c.test\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<v@example.test>\r\n",
+    );
+    assert_eq!(r.last().unwrap(), "220 2.0.0");
+    assert_eq!(r.len(), 9);
+    assert!(h.starttls);
+    // more plaintext before the handshake is ignored too
+    assert!(h.send("NOOP\r\n").is_empty());
+    h.s.tls_started();
+    assert!(h.send("").is_empty());
+    // the session starts over: no HELO, no transaction
+    assert_eq!(h.codes("RCPT TO:<v@example.test>\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes("MAIL FROM:<a@b.test>\r\n"), ["503 5.5.1"]);
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| e.contains("evil") || e.starts_with("Mail")),
+        "{:?}",
+        h.events
+    );
+    assert!(h.s.helo().is_none());
+    assert_eq!(h.codes("EHLO c.test\r\n").len(), 8);
+    assert_eq!(h.codes("NOOP\r\n"), ["250 2.0.0"]);
+}
+
+#[test]
+fn starttls_refusals() {
+    let mut h = Harness::new(config());
+    assert_eq!(h.codes("STARTTLS\r\n"), ["502 5.5.1"]);
+    let mut h = Harness::new(SessionConfig {
+        require_auth: false,
+        ..tls_config()
+    });
+    assert_eq!(h.codes("STARTTLS now\r\n"), ["501 5.5.4"]);
+    h.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+    assert_eq!(h.codes("STARTTLS\r\n"), ["503 5.5.1"]);
+    assert!(!h.starttls);
+    assert_eq!(h.codes("RSET\r\nSTARTTLS\r\n"), ["250 2.0.0", "220 2.0.0"]);
+    h.s.tls_started();
+    assert_eq!(h.codes("STARTTLS\r\n"), ["503 5.5.1"]);
+    // without EHLO first it is fine too
+    let mut h = Harness::new(tls_config());
+    assert_eq!(h.codes("STARTTLS\r\n"), ["220 2.0.0"]);
+}
+
+#[test]
+fn auth_plain() {
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    assert_eq!(h.codes("MAIL FROM:<alice@example.test>\r\n"), ["530 5.7.0"]);
+    assert_eq!(
+        h.send(&format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret"))),
+        ["235 2.7.0 Authentication successful"]
+    );
+    assert!(h.s.authenticated());
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e.starts_with("Auth { mechanism: Plain, login: \"alice\""))
+    );
+    assert_eq!(
+        h.codes(&format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret"))),
+        ["503 5.5.1"]
+    );
+    assert_eq!(h.codes("MAIL FROM:<alice@example.test>\r\n"), ["250 2.1.0"]);
+    assert_eq!(h.codes("RCPT TO:<x@elsewhere.test>\r\n"), ["250 2.1.5"]);
+    // authentication survives RSET and EHLO
+    assert_eq!(h.codes("RSET\r\n"), ["250 2.0.0"]);
+    h.send("EHLO c.test\r\n");
+    assert_eq!(h.codes("MAIL FROM:<alice@example.test>\r\n"), ["250 2.1.0"]);
+
+    // after a 334 prompt, with an authorization identity
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    assert_eq!(h.send("AUTH plain\r\n"), ["334 "]);
+    assert_eq!(
+        h.codes(&format!("{}\r\n", b64(b"alice\0alice\0secret"))),
+        ["235 2.7.0"]
+    );
+    // an authorization identity other than the login is refused
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    assert_eq!(
+        h.codes(&format!("AUTH PLAIN {}\r\n", b64(b"bob\0alice\0secret"))),
+        ["535 5.7.8"]
+    );
+    assert!(!h.s.authenticated());
+    // "=" is an empty initial response: not a valid PLAIN message
+    assert_eq!(h.codes("AUTH PLAIN =\r\n"), ["501 5.5.2"]);
+    assert_eq!(
+        h.codes(&format!("AUTH PLAIN {}\r\n", b64(b"alice\0secret"))),
+        ["501 5.5.2"]
+    );
+    assert!(!h.events.iter().any(|e| e.contains("secret")));
+}
+
+#[test]
+fn auth_login() {
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    assert_eq!(h.send("AUTH LOGIN\r\n"), ["334 VXNlcm5hbWU6"]);
+    assert_eq!(
+        h.send(&format!("{}\r\n", b64(b"alice"))),
+        ["334 UGFzc3dvcmQ6"]
+    );
+    assert_eq!(h.codes(&format!("{}\r\n", b64(b"secret"))), ["235 2.7.0"]);
+    assert!(h.s.authenticated());
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e.starts_with("Auth { mechanism: Login, login: \"alice\""))
+    );
+    // the user name as initial response, responses split across reads
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    assert_eq!(
+        h.send(&format!("AUTH LOGIN {}\r\n", b64(b"alice"))),
+        ["334 UGFzc3dvcmQ6"]
+    );
+    assert!(h.send("c2Vj").is_empty());
+    assert_eq!(h.codes("cmV0\r\n"), ["235 2.7.0"]);
+    // a wrong password
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    h.send("AUTH LOGIN\r\n");
+    h.send(&format!("{}\r\n", b64(b"alice")));
+    assert_eq!(h.codes(&format!("{}\r\n", b64(b"guess"))), ["535 5.7.8"]);
+    assert_eq!(h.s.errors(), 1);
+    assert!(!h.s.authenticated());
+    assert_eq!(h.codes("MAIL FROM:<a@b.test>\r\n"), ["530 5.7.0"]);
+}
+
+#[test]
+fn auth_cancel_and_bad_responses() {
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    h.send("AUTH LOGIN\r\n");
+    assert_eq!(h.codes("*\r\n"), ["501 5.0.0"]);
+    // the session reads commands again
+    assert_eq!(h.codes("NOOP\r\n"), ["250 2.0.0"]);
+    h.send("AUTH LOGIN\r\n");
+    h.send(&format!("{}\r\n", b64(b"alice")));
+    assert_eq!(h.codes("*\r\n"), ["501 5.0.0"]);
+    assert_eq!(h.send("AUTH PLAIN\r\n"), ["334 "]);
+    assert_eq!(h.codes("*\r\n"), ["501 5.0.0"]);
+    assert_eq!(h.codes("AUTH PLAIN not*base64\r\n"), ["501 5.5.2"]);
+    h.send("AUTH LOGIN\r\n");
+    assert_eq!(h.codes("!!!!\r\n"), ["501 5.5.2"]);
+    h.send("AUTH PLAIN\r\n");
+    assert_eq!(h.codes("AUTH PLAIN\r\n"), ["501 5.5.2"]);
+    assert_eq!(h.codes("AUTH CRAM-MD5\r\n"), ["504 5.5.4"]);
+    assert_eq!(h.codes("AUTH\r\n"), ["501 5.5.4"]);
+    assert_eq!(h.codes("AUTH PLAIN a b\r\n"), ["501 5.5.4"]);
+    assert!(!h.s.authenticated());
+    assert!(!h.closed);
+}
+
+#[test]
+fn auth_order_and_encryption() {
+    // no EHLO yet
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    assert_eq!(h.codes("AUTH PLAIN\r\n"), ["503 5.5.1"]);
+    // not encrypted: 538 (RFC 4954 §6), nothing decoded
+    let mut h = Harness::new(tls_config());
+    h.send("EHLO c.test\r\n");
+    assert_eq!(
+        h.send(&format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret"))),
+        ["538 5.7.11 Encryption required for requested authentication mechanism"]
+    );
+    assert_eq!(h.codes("AUTH LOGIN\r\n"), ["538 5.7.11"]);
+    assert!(!h.events.iter().any(|e| e.starts_with("Auth")));
+    // unless allowed
+    let mut h = Harness::new(SessionConfig {
+        auth_mechanisms_without_tls: true,
+        ..tls_config()
+    });
+    h.send("EHLO c.test\r\n");
+    assert_eq!(
+        h.codes(&format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret"))),
+        ["235 2.7.0"]
+    );
+    // during a transaction
+    let mut h = Harness::new(SessionConfig {
+        require_auth: false,
+        ..tls_config()
+    });
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+    assert_eq!(h.codes("AUTH LOGIN\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn auth_failures_count_toward_max_errors() {
+    let mut h = Harness::new(SessionConfig {
+        max_errors: Some(3),
+        ..tls_config()
+    });
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    for guess in ["a", "b"] {
+        let line = format!(
+            "AUTH PLAIN {}\r\n",
+            b64(format!("\0alice\0{guess}").as_bytes())
+        );
+        assert_eq!(h.codes(&line), ["535 5.7.8"]);
+    }
+    let line = format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0c"));
+    assert_eq!(h.codes(&line), ["535 5.7.8", "421 4.7.0"]);
+    assert!(h.closed);
+}
+
+#[test]
+fn auth_line_limits() {
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\n");
+    // RFC 4954 §4: a 12288-octet AUTH line is fine (a long wrong password)
+    let mut raw = b"\0alice\0".to_vec();
+    raw.resize(9000, b'p');
+    let line = format!("AUTH PLAIN {}\r\n", b64(&raw));
+    assert!(line.len() <= 12288 && line.len() > 512);
+    assert_eq!(h.codes(&line), ["535 5.7.8"]);
+    // so is a response line, even in pieces
+    h.send("AUTH PLAIN\r\n");
+    let resp = format!("{}\r\n", b64(&raw));
+    let (a, b) = resp.split_at(5000);
+    assert!(h.send(a).is_empty());
+    assert_eq!(h.codes(b), ["535 5.7.8"]);
+    // longer is refused, and the session goes on
+    let long = format!("AUTH PLAIN {}\r\n", "QUFB".repeat(3100));
+    assert_eq!(h.codes(&long), ["500 5.5.2"]);
+    h.send("AUTH LOGIN\r\n");
+    assert!(h.send(&"QUFB".repeat(3100)).is_empty());
+    assert_eq!(h.codes("\r\n"), ["500 5.5.2"]);
+    assert_eq!(h.codes("NOOP\r\n"), ["250 2.0.0"]);
+    // other commands keep the 512 limit
+    assert_eq!(
+        h.codes(&format!("NOOP {}\r\n", "x".repeat(600))),
+        ["500 5.5.2"]
+    );
+}
+
+#[test]
+fn password_is_never_shown() {
+    let p = Password::new(b"hunter2".to_vec());
+    assert!(!format!("{p:?}").contains("hunter2"));
+    let e = Event::Auth {
+        mechanism: AuthMechanism::Plain,
+        login: "alice".into(),
+        password: p,
+    };
+    assert!(!format!("{e:?}").contains("hunter2"));
+}
+
+#[test]
+fn eof_during_auth_is_no_message_abort() {
+    let mut h = Harness::new(tls_config());
+    h.s.set_tls(true);
+    h.send("EHLO c.test\r\nAUTH LOGIN\r\n");
+    assert_eq!(h.s.timeout_kind(), TimeoutKind::Command);
+    assert!(h.s.is_idle());
+    h.s.handle_eof();
+    h.drain();
+    assert!(h.closed);
+    assert!(!h.events.iter().any(|e| e.starts_with("MessageAborted")));
+}
+
 #[test]
 fn arbitrary_bytes_never_panic() {
     // A cheap deterministic fuzz: pseudo-random bytes biased to SMTP tokens.
@@ -389,6 +762,11 @@ fn arbitrary_bytes_never_panic() {
         b"\0",
         b".",
         b"RSET\r\n",
+        b"STARTTLS\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AUTH LOGIN YWxpY2U=\r\n",
+        b"AGFsaWNlAHNlY3JldA==\r\n",
+        b"*\r\n",
         b"\xff",
         b"x",
     ];
@@ -396,7 +774,7 @@ fn arbitrary_bytes_never_panic() {
     for _ in 0..300 {
         let mut h = Harness::new(SessionConfig {
             max_errors: Some(50),
-            ..config()
+            ..tls_config()
         });
         for _ in 0..60 {
             seed ^= seed << 13;
@@ -404,6 +782,10 @@ fn arbitrary_bytes_never_panic() {
             seed ^= seed << 17;
             let t = tokens[(seed % tokens.len() as u64) as usize];
             h.send_bytes(t);
+            if std::mem::take(&mut h.starttls) {
+                h.s.tls_started();
+                h.drain();
+            }
         }
         h.s.handle_eof();
         h.drain();
