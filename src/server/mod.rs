@@ -10,6 +10,7 @@
 pub mod connect;
 pub mod control;
 mod pop3;
+mod popauth;
 mod smtp;
 pub mod tls;
 pub mod trace;
@@ -50,6 +51,8 @@ pub(crate) struct ListenerCtx {
     pub conns: Arc<ConnCounter>,
     /// The certificate, when `[tls]` is configured.
     pub tls: Option<Arc<tls::TlsState>>,
+    /// Recent POP3 logins of mobile accounts (shared by all listeners).
+    pub pop_auth: Arc<popauth::PopBeforeSmtp>,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -99,6 +102,10 @@ impl Server {
                 format!("cannot open the state store {}", state_path.display())
             })?);
         let conns = Arc::new(ConnCounter::default());
+        let pop_auth = Arc::new(popauth::PopBeforeSmtp::new(
+            config.relay.pop_before_smtp,
+            config.relay.pop_before_smtp_max,
+        ));
         let tls_state = match &config.tls {
             Some(t) => Some(Arc::new(
                 tls::TlsState::load(t).context("cannot load the [tls] certificate")?,
@@ -137,6 +144,7 @@ impl Server {
                 store: store.clone(),
                 conns: conns.clone(),
                 tls: tls_state.clone(),
+                pop_auth: pop_auth.clone(),
             });
             listeners.push((listener, ctx));
         }

@@ -283,6 +283,12 @@ impl Conn {
             Ok(Ok(entries)) => {
                 tracing::info!(session = %self.id, client = %self.peer.ip(), user = %account.address,
                     messages = entries.len(), "POP3 login");
+                if account.mobile {
+                    // POP-before-SMTP: this address may relay for a while.
+                    self.ctx
+                        .pop_auth
+                        .record(self.peer.ip(), std::time::Instant::now());
+                }
                 let msgs = entries
                     .iter()
                     .map(|e| Pop3Message {

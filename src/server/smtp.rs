@@ -21,7 +21,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use mxguard_config::{Role, Secret};
-use mxguard_policy::recipient::{Route, route_recipient};
+use mxguard_policy::recipient::{Client, Route, route_recipient};
+use mxguard_policy::sender::check_sender;
 use mxguard_proto::smtp::{AuthMechanism, Decision, Event, Output, Password, Session, TimeoutKind};
 use mxguard_proto::{Path, Reply};
 use mxguard_queue::{Body, Envelope, Recipient, Target, new_queue_id};
@@ -76,6 +77,8 @@ struct Conn {
     tls: bool,
     /// The address of the account the client authenticated as.
     account: Option<String>,
+    /// The address the client connected to (for `user@[IP]`).
+    local_ip: std::net::IpAddr,
 }
 
 /// The state of the read/write loop that outlives a STARTTLS upgrade.
@@ -130,6 +133,7 @@ pub(crate) async fn serve(
     }
     let (command_timeout, data_timeout) = (cfg.smtp.command_timeout, cfg.smtp.data_timeout);
     tracing::debug!(session = %id, client = %peer.ip(), role = ctx.role.as_str(), "connect");
+    let local_ip = stream.local_addr().map(|a| a.ip()).unwrap_or(ip);
     let mut conn = Conn {
         id,
         peer,
@@ -145,6 +149,7 @@ pub(crate) async fn serve(
         facts,
         tls: false,
         account: None,
+        local_ip,
     };
     let mut io = Io {
         wbuf: Vec::with_capacity(1024),
@@ -362,7 +367,19 @@ impl Conn {
             }
             Event::Mail { from, .. } => {
                 self.reset();
-                self.sender = Some(from.map(|p| p.mailbox.to_string()).unwrap_or_default());
+                let address = from.map(|p| p.mailbox.to_string());
+                let cfg = self.ctx.config.clone();
+                let account = self.account.as_deref().and_then(|a| cfg.account_for(a));
+                if let Err(v) = check_sender(&cfg, address.as_deref(), self.peer.ip(), account) {
+                    tracing::info!(
+                        session = %self.id, client = %self.peer.ip(), helo = %self.helo,
+                        from = address.as_deref().unwrap_or(""), check = v.check.as_str(), reason = %v.reason,
+                        reply = %v.reply, "MAIL denied ({})", v.check.as_str()
+                    );
+                    self.policy_refusal = true;
+                    return Some(Decision::Reject(v.reply));
+                }
+                self.sender = Some(address.unwrap_or_default());
                 Some(Decision::Accept(None))
             }
             Event::Rcpt { to } => Some(self.rcpt(to)),
@@ -515,7 +532,17 @@ impl Conn {
         let shown = to.mailbox.to_string();
         let cfg = self.ctx.config.clone();
         let account = self.account.as_deref().and_then(|a| cfg.account_for(a));
-        match route_recipient(&cfg, &to, self.peer.ip(), account) {
+        let client = Client {
+            ip: self.peer.ip(),
+            local_ip: self.local_ip,
+            account,
+            recent_pop: self
+                .ctx
+                .pop_auth
+                .recent(self.peer.ip(), std::time::Instant::now()),
+            sender: self.sender.as_deref().filter(|s| !s.is_empty()),
+        };
+        match route_recipient(&cfg, &to, &client) {
             Ok(Route::Local(local)) => {
                 tracing::debug!(session = %self.id, rcpt = %shown, mailbox = %local.mailbox,
                     via = local.via.as_str(), "RCPT OK (local mailbox)");

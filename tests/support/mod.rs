@@ -52,6 +52,9 @@ pub struct ConfigBuilder {
     pub local_domains: Option<Vec<String>>,
     /// Outbound delivery: `domains.relay_to`, `[dns]`, `[relay]`, `[queue]`.
     pub outbound: outbound::OutboundSettings,
+    /// Raw TOML keys written inside `[domains]` (after `local`, `catchall`
+    /// and `relay_to`).
+    pub domains_extra: String,
 }
 
 impl ConfigBuilder {
@@ -95,6 +98,20 @@ impl ConfigBuilder {
         if !self.extra.ends_with('\n') {
             self.extra.push('\n');
         }
+        self
+    }
+
+    /// Raw TOML keys written inside `[domains]`, e.g.
+    /// `domain_literals = false`. Calls accumulate.
+    pub fn domains_keys(mut self, toml: &str) -> Self {
+        push_lines(&mut self.domains_extra, toml);
+        self
+    }
+
+    /// Raw TOML keys written inside `[relay]` (the section is then always
+    /// written), e.g. `pop_before_smtp = "2s"`. Calls accumulate.
+    pub fn relay_keys(mut self, toml: &str) -> Self {
+        push_lines(&mut self.outbound.relay_extra, toml);
         self
     }
 
@@ -203,6 +220,7 @@ impl ConfigBuilder {
             }
         }
         self.outbound.render_domains(&mut s);
+        s.push_str(&self.domains_extra);
         s.push_str(
             "\n[[account]]\naddress = \"joe@example.test\"\naliases = [\"joseph@example.test\"]\n\
              \n[[account]]\naddress = \"postmaster@example.test\"\n",
@@ -219,6 +237,14 @@ impl ConfigBuilder {
         self.outbound.render_sections(&mut s);
         s.push_str(&self.extra);
         s
+    }
+}
+
+/// Appends `toml` to `buf` as whole lines.
+fn push_lines(buf: &mut String, toml: &str) {
+    buf.push_str(toml);
+    if !buf.is_empty() && !buf.ends_with('\n') {
+        buf.push('\n');
     }
 }
 

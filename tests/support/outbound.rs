@@ -35,6 +35,9 @@ pub struct OutboundSettings {
     pub routes: Vec<(String, String)>,
     /// `relay.mx_port`.
     pub mx_port: Option<u16>,
+    /// Raw TOML keys written inside `[relay]` (see
+    /// [`super::ConfigBuilder::relay_keys`]).
+    pub relay_extra: String,
     /// `queue.retry`.
     pub queue_retry: Option<Vec<String>>,
     /// `queue.max_age`.
@@ -66,6 +69,7 @@ impl OutboundSettings {
             || self.smarthost.is_some()
             || !self.routes.is_empty()
             || self.mx_port.is_some()
+            || !self.relay_extra.is_empty()
         {
             s.push_str("\n[relay]\n");
             if let Some(c) = &self.relay_clients {
@@ -85,6 +89,7 @@ impl OutboundSettings {
             if let Some(p) = self.mx_port {
                 writeln!(s, "mx_port = {p}").unwrap();
             }
+            s.push_str(&self.relay_extra);
         }
         if self.queue_retry.is_some()
             || self.queue_max_age.is_some()

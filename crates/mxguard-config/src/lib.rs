@@ -14,7 +14,7 @@
 //!   session does on every recipient ([`Config::account_for`],
 //!   [`Config::is_local_domain`], [`Config::catchall_for`],
 //!   [`Config::is_relay_to_domain`], [`Config::is_relay_client`],
-//!   [`Config::route_for`]). IP lists ([`IpList`]) are merged, sorted ranges
+//!   [`Config::is_forward_from_domain`], [`Config::route_for`]). IP lists ([`IpList`]) are merged, sorted ranges
 //!   searched by bisection, whatever their size.
 //!
 //! Any key this version does not implement is an error, never silently
@@ -137,12 +137,16 @@ pub struct Config {
     pub dnsbl: Vec<DnsblConfig>,
     /// `[limits]`: connection limits and the error limit.
     pub limits: LimitsConfig,
+    /// `[sender]`: who may use which `MAIL FROM` address.
+    pub sender: SenderConfig,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
     local_set: HashSet<String>,
     /// Lowercased `domains.relay_to`.
     relay_to_set: HashSet<String>,
+    /// Lowercased `relay.forward_from`.
+    forward_from_set: HashSet<String>,
     /// Lints found while resolving, already formatted with their location.
     warnings: Vec<String>,
 }
@@ -249,7 +253,7 @@ impl std::fmt::Display for Role {
 }
 
 /// `[domains]`
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainsConfig {
     /// `local`: the domains whose mailboxes live here, lowercased, in file
     /// order. Default: none.
@@ -264,6 +268,29 @@ pub struct DomainsConfig {
     /// on (this server is their backup MX), lowercased, in file order; none
     /// of them is in `local`. Default: none.
     pub relay_to: Vec<String>,
+    /// `domain_literals`: when true, a recipient `user@[IP]` is local when
+    /// `IP` is the address the client connected to, or one of
+    /// `literal_addresses`; its local part is then looked up as in any
+    /// local domain. When false, every `user@[IP]` recipient is treated as
+    /// not local. Default true.
+    pub domain_literals: bool,
+    /// `literal_addresses`: more IP addresses that count as this server's
+    /// in `user@[IP]` (behind NAT, the public address), in file order, no
+    /// address twice. Default: none.
+    pub literal_addresses: Vec<IpAddr>,
+}
+
+impl Default for DomainsConfig {
+    fn default() -> Self {
+        DomainsConfig {
+            local: Vec::new(),
+            catchall: BTreeMap::new(),
+            disable_catchalls: false,
+            relay_to: Vec::new(),
+            domain_literals: true,
+            literal_addresses: Vec::new(),
+        }
+    }
 }
 
 /// `[relay]`
@@ -288,6 +315,26 @@ pub struct RelayConfig {
     /// `access.reject_reply` ("Grant access to clients only"). Default
     /// false.
     pub clients_only: bool,
+    /// `relay_for_clients_only`: when true (the default), only the clients
+    /// allowed to relay (see the "Who may relay" list of the documentation)
+    /// may send mail to domains that are neither local nor in
+    /// `domains.relay_to`. When false, ANY client may relay to ANY address:
+    /// an open relay (check-config warns).
+    pub relay_for_clients_only: bool,
+    /// `forward_from`: sender domains (lowercased, in file order, none
+    /// twice) whose mail may be relayed from any client: a `MAIL FROM` in
+    /// one of them allows relaying. Anyone can forge such a sender, so
+    /// check-config always warns when it is not empty. See
+    /// [`Config::is_forward_from_domain`]. Default: none.
+    pub forward_from: Vec<String>,
+    /// `pop_before_smtp`: after a POP3 login by an account with
+    /// `mobile = true`, the client's address may relay for this long.
+    /// `None` (`"0s"`) disables POP-before-SMTP. Default `"2m"`.
+    pub pop_before_smtp: Option<Duration>,
+    /// `pop_before_smtp_max`: the most client addresses remembered for
+    /// POP-before-SMTP at once (the oldest are forgotten first). Greater
+    /// than 0. Default 10000.
+    pub pop_before_smtp_max: usize,
 }
 
 impl Default for RelayConfig {
@@ -299,6 +346,10 @@ impl Default for RelayConfig {
             routes: BTreeMap::new(),
             mx_port: 25,
             clients_only: false,
+            relay_for_clients_only: true,
+            forward_from: Vec::new(),
+            pop_before_smtp: Some(Duration::from_secs(120)),
+            pop_before_smtp_max: 10_000,
         }
     }
 }
@@ -551,6 +602,65 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[sender]`: checks on the `MAIL FROM` address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// `spoofing`: who may use a `MAIL FROM` address in a local domain.
+    /// Default [`Spoofing::Anyone`].
+    pub spoofing: Spoofing,
+    /// `own_address_only`: when true (the default), an authenticated
+    /// session's `MAIL FROM` must be the account's address, one of its
+    /// aliases, or the null sender `<>`.
+    pub own_address_only: bool,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            spoofing: Spoofing::Anyone,
+            own_address_only: true,
+        }
+    }
+}
+
+/// `sender.spoofing`: who may send with a `MAIL FROM` address in a local
+/// domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Spoofing {
+    /// `"anyone"`: any client (no check).
+    #[default]
+    Anyone,
+    /// `"authenticated-only"`: only authenticated sessions.
+    AuthenticatedOnly,
+    /// `"authorized-only"`: authenticated sessions, or clients in
+    /// `relay.clients` (or `relay.clients_file`).
+    AuthorizedOnly,
+}
+
+impl Spoofing {
+    /// Every value, in the order of the documentation.
+    pub const ALL: [Spoofing; 3] = [
+        Spoofing::Anyone,
+        Spoofing::AuthenticatedOnly,
+        Spoofing::AuthorizedOnly,
+    ];
+
+    /// The name used in the configuration file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Spoofing::Anyone => "anyone",
+            Spoofing::AuthenticatedOnly => "authenticated-only",
+            Spoofing::AuthorizedOnly => "authorized-only",
+        }
+    }
+}
+
+impl std::fmt::Display for Spoofing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One `[[account]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -767,6 +877,15 @@ impl Config {
     pub fn route_for(&self, domain: &str) -> Option<&NextHop> {
         let domain = domain.strip_suffix('.').unwrap_or(domain);
         self.relay.routes.get(&domain.to_lowercase())
+    }
+
+    /// Whether `domain` (the domain of a `MAIL FROM` address) is one of
+    /// `relay.forward_from` (case-insensitive; a trailing dot is ignored;
+    /// no match on subdomains): mail from it may be relayed from any
+    /// client.
+    pub fn is_forward_from_domain(&self, domain: &str) -> bool {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        self.forward_from_set.contains(&domain.to_lowercase())
     }
 
     /// Whether a client at `ip` is in `relay.clients` (or

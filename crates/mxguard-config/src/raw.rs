@@ -34,6 +34,7 @@ pub(crate) struct RawConfig {
     #[serde(rename = "dnsbl")]
     pub dnsbls: Option<Spanned<Vec<Spanned<RawDnsbl>>>>,
     pub limits: Option<Spanned<RawLimits>>,
+    pub sender: Option<Spanned<RawSender>>,
 }
 
 /// `[server]`
@@ -64,6 +65,8 @@ pub(crate) struct RawDomains {
     pub catchall: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     pub disable_catchalls: Option<Spanned<bool>>,
     pub relay_to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub domain_literals: Option<Spanned<bool>>,
+    pub literal_addresses: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[account]]`.
@@ -123,6 +126,12 @@ pub(crate) struct RawRelay {
     /// Kept as a TOML value so that a string or a float gets a helpful error.
     pub mx_port: Option<Spanned<toml::Value>>,
     pub clients_only: Option<Spanned<bool>>,
+    pub relay_for_clients_only: Option<Spanned<bool>>,
+    pub forward_from: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A duration string; kept as a TOML value for a helpful error.
+    pub pop_before_smtp: Option<Spanned<toml::Value>>,
+    /// An integer; kept as a TOML value for a helpful error.
+    pub pop_before_smtp_max: Option<Spanned<toml::Value>>,
 }
 
 /// `[queue]`
@@ -173,6 +182,14 @@ pub(crate) struct RawLimits {
     pub auto_ban: Option<Spanned<toml::Value>>,
 }
 
+/// `[sender]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSender {
+    pub spoofing: Option<Spanned<String>>,
+    pub own_address_only: Option<Spanned<bool>>,
+}
+
 /// Keys that the specification of mxguard defines but this version does not
 /// implement, by table path (`""` is the top level, arrays of tables are
 /// named without index). An unknown key found here gets a more precise
@@ -181,7 +198,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "sender",
             "recipient",
             "router",
             "filter",
@@ -194,15 +210,9 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("server", &["admin_password"]),
-    ("domains", &["domain_literals", "literal_addresses"]),
     (
-        "relay",
-        &[
-            "relay_for_clients_only",
-            "forward_from",
-            "pop_before_smtp",
-            "pop_before_smtp_max",
-        ],
+        "sender",
+        &["verify_domain", "unknown_domain_reply", "ban", "exclude"],
     ),
     ("smtp", &["etrn"]),
     (

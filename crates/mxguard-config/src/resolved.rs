@@ -17,7 +17,8 @@ use crate::units::{parse_duration, parse_size};
 use crate::{
     AccessConfig, Account, Config, ConfigError, DEFAULT_DNSBL_REPLY, DnsConfig, DnsblConfig,
     DomainsConfig, ExpnMode, IpList, LimitsConfig, ListenerConfig, NextHop, PtrMode, QueueConfig,
-    RelayConfig, Reply, Role, Secret, ServerConfig, SmtpConfig, TlsConfig, VrfyMode,
+    RelayConfig, Reply, Role, Secret, SenderConfig, ServerConfig, SmtpConfig, Spoofing, TlsConfig,
+    VrfyMode,
 };
 
 const DEFAULT_DATA_DIR: &str = "./data";
@@ -42,6 +43,7 @@ const LONGEST_IP: &str = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
 /// A reply line, CRLF included, is at most 512 octets (RFC 5321 §4.5.3.1.5).
 const MAX_REPLY_LINE: usize = 512;
 const PTR_MODES: &str = "off, require, fcrdns, score";
+const SPOOFING_MODES: &str = "anyone, authenticated-only, authorized-only";
 const NEXT_HOP_FORMS: &str = "a host like \"mail.example.test\", \"mail.example.test:587\", \"[192.0.2.1]\", \"192.0.2.1:25\" or \"[2001:db8::1]:25\"";
 
 /// Parses and resolves `text`, the content of `path`.
@@ -128,6 +130,8 @@ impl Cx<'_> {
             self.accounts(raw.accounts, &local, &mut warnings)?;
         let catchall = self.catchalls(raw.domains.as_ref(), &local, &address_spans)?;
         let relay_to = self.relay_to(raw.domains.as_ref(), &local)?;
+        let (domain_literals, literal_addresses) =
+            self.domain_literals(raw.domains.as_ref(), &mut warnings)?;
         let dns = self.dns(raw.dns)?;
         let smtp = self.smtp(raw.smtp, &mut warnings)?;
         let clients_only_span = raw
@@ -140,7 +144,9 @@ impl Cx<'_> {
         let queue = self.queue(raw.queue, &mut warnings)?;
         let dnsbl = self.dnsbls(raw.dnsbls, &mut warnings)?;
         let limits = self.limits(raw.limits, &mut warnings)?;
+        let sender = self.sender(raw.sender)?;
 
+        let forward_from_set: HashSet<String> = relay.forward_from.iter().cloned().collect();
         let local_set: HashSet<String> = local.iter().cloned().collect();
         let relay_to_set: HashSet<String> = relay_to.iter().cloned().collect();
         let domains = DomainsConfig {
@@ -148,6 +154,8 @@ impl Cx<'_> {
             catchall,
             disable_catchalls,
             relay_to,
+            domain_literals,
+            literal_addresses,
         };
 
         // Lints that need several sections.
@@ -217,9 +225,11 @@ impl Cx<'_> {
             access,
             dnsbl,
             limits,
+            sender,
             account_index,
             local_set,
             relay_to_set,
+            forward_from_set,
             warnings,
         })
     }
@@ -257,6 +267,94 @@ impl Cx<'_> {
             out.push(lower);
         }
         Ok(out)
+    }
+
+    /// `domains.domain_literals` and `domains.literal_addresses`.
+    fn domain_literals(
+        &self,
+        raw: Option<&Spanned<raw::RawDomains>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(bool, Vec<IpAddr>), ConfigError> {
+        let Some(raw) = raw.map(Spanned::get_ref) else {
+            return Ok((true, Vec::new()));
+        };
+        let enabled = raw.domain_literals.as_ref().is_none_or(|b| *b.get_ref());
+        let mut out: Vec<IpAddr> = Vec::new();
+        let Some(list) = &raw.literal_addresses else {
+            return Ok((enabled, out));
+        };
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            let key = format!("domains.literal_addresses[{i}]");
+            let text = entry.get_ref();
+            let expected = "expected an IP address like \"192.0.2.1\" or \"2001:db8::1\"";
+            let ip = match text.parse::<IpAddr>() {
+                Ok(ip) => ip.to_canonical(),
+                Err(_) => {
+                    let hint = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                        Some(inner) if inner.parse::<IpAddr>().is_ok() => {
+                            format!(" (write it without brackets: {inner:?})")
+                        }
+                        _ if IpRange::parse(text.trim()).is_ok() => {
+                            " (one address, not a CIDR block or range)".to_string()
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(self.error(
+                        entry.span(),
+                        &key,
+                        format!("{expected}, got {text:?}{hint}"),
+                    ));
+                }
+            };
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(self.error(
+                    entry.span(),
+                    &key,
+                    format!("{expected}, got {text:?} (not the address of a host)"),
+                ));
+            }
+            if let Some(j) = out.iter().position(|a| *a == ip) {
+                return Err(self.error(
+                    entry.span(),
+                    &key,
+                    format!("{ip} is listed twice (also domains.literal_addresses[{j}])"),
+                ));
+            }
+            out.push(ip);
+        }
+        if !enabled && !out.is_empty() {
+            warnings.push(self.located(
+                list.span(),
+                "domains.literal_addresses",
+                "ignored: domains.domain_literals is false, so no user@[IP] recipient is local",
+            ));
+        }
+        Ok((enabled, out))
+    }
+
+    fn sender(&self, raw: Option<Spanned<raw::RawSender>>) -> Result<SenderConfig, ConfigError> {
+        let mut sender = SenderConfig::default();
+        let Some(raw) = raw else {
+            return Ok(sender);
+        };
+        let raw = raw.into_inner();
+        if let Some(mode) = &raw.spoofing {
+            let text = mode.get_ref();
+            sender.spoofing = Spoofing::ALL
+                .into_iter()
+                .find(|s| s.as_str() == text)
+                .ok_or_else(|| {
+                    self.error(
+                        mode.span(),
+                        "sender.spoofing",
+                        format!("expected one of: {SPOOFING_MODES}, got {text:?}"),
+                    )
+                })?;
+        }
+        if let Some(only) = &raw.own_address_only {
+            sender.own_address_only = *only.get_ref();
+        }
+        Ok(sender)
     }
 
     fn relay(
@@ -314,6 +412,70 @@ impl Cx<'_> {
         relay.clients = IpList::from_ranges(ranges);
         if let Some(only) = &raw.clients_only {
             relay.clients_only = *only.get_ref();
+        }
+        if let Some(only) = &raw.relay_for_clients_only {
+            relay.relay_for_clients_only = *only.get_ref();
+            if !relay.relay_for_clients_only {
+                warnings.push(self.located(
+                    only.span(),
+                    "relay.relay_for_clients_only",
+                    "relay.relay_for_clients_only = false: this server is an open relay (ANY client may send mail to ANY address through it)",
+                ));
+            }
+        }
+        if let Some(list) = &raw.forward_from {
+            for (i, domain) in list.get_ref().iter().enumerate() {
+                let key = format!("relay.forward_from[{i}]");
+                let name = domain
+                    .get_ref()
+                    .strip_suffix('.')
+                    .unwrap_or(domain.get_ref());
+                check_domain(name).map_err(|m| self.error(domain.span(), &key, m))?;
+                let lower = name.to_lowercase();
+                if let Some(j) = relay.forward_from.iter().position(|d| *d == lower) {
+                    return Err(self.error(
+                        domain.span(),
+                        &key,
+                        format!("{lower:?} is listed twice (also relay.forward_from[{j}])"),
+                    ));
+                }
+                if local.contains(&lower) {
+                    warnings.push(self.located(
+                        domain.span(),
+                        &key,
+                        &format!(
+                            "{lower:?} is in domains.local: spammers forge senders in a server's own domains first, so anyone may relay through this server"
+                        ),
+                    ));
+                }
+                relay.forward_from.push(lower);
+            }
+            if !relay.forward_from.is_empty() {
+                let names: Vec<String> = relay
+                    .forward_from
+                    .iter()
+                    .map(|d| format!("{d:?}"))
+                    .collect();
+                warnings.push(self.located(
+                    list.span(),
+                    "relay.forward_from",
+                    &format!(
+                        "relay.forward_from lets anyone who forges a sender in these domains relay ({})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(window) = &raw.pop_before_smtp {
+            let d = duration_value(window.get_ref())
+                .map_err(|m| self.error(window.span(), "relay.pop_before_smtp", m))?;
+            relay.pop_before_smtp = (!d.is_zero()).then_some(d);
+        }
+        if let Some(max) = &raw.pop_before_smtp_max {
+            let usize_max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+            let n = count_value(max.get_ref(), usize_max)
+                .map_err(|m| self.error(max.span(), "relay.pop_before_smtp_max", m))?;
+            relay.pop_before_smtp_max = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if !open_relay_said {
             for (all, which) in [

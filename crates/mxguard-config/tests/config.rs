@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mxguard_config::{
     AccessConfig, Config, ConfigError, DnsblConfig, ExpnMode, IpList, LimitsConfig, NextHop,
-    PtrMode, QueueConfig, Reply, Role, VrfyMode,
+    PtrMode, QueueConfig, Reply, Role, SenderConfig, Spoofing, VrfyMode,
 };
 
 /// The example of the specification, restricted to what this version
@@ -90,6 +90,10 @@ max_connections = 2000
 connections_per_ip = 20
 max_errors = 10
 auto_ban = "1h"
+
+[sender]
+spoofing = "authorized-only"
+own_address_only = true
 "#;
 
 /// The smallest valid configuration.
@@ -202,6 +206,9 @@ fn sample_parses() {
         Some(Duration::from_secs(4 * 3600))
     );
 
+    assert_eq!(config.sender.spoofing, Spoofing::AuthorizedOnly);
+    assert!(config.sender.own_address_only);
+
     assert_eq!(config.warnings(), Vec::<String>::new());
 }
 
@@ -253,6 +260,16 @@ fn defaults() {
     assert!(!config.is_relay_client(ip("127.0.0.1")));
     assert!(config.route_for("example.test").is_none());
     assert!(!config.is_relay_to_domain("example.test"));
+    assert!(config.relay.relay_for_clients_only);
+    assert!(config.relay.forward_from.is_empty());
+    assert_eq!(config.relay.pop_before_smtp, Some(Duration::from_secs(120)));
+    assert_eq!(config.relay.pop_before_smtp_max, 10_000);
+    assert!(!config.is_forward_from_domain("example.test"));
+    assert!(config.domains.domain_literals);
+    assert!(config.domains.literal_addresses.is_empty());
+    assert_eq!(config.sender, SenderConfig::default());
+    assert_eq!(config.sender.spoofing, Spoofing::Anyone);
+    assert!(config.sender.own_address_only);
 }
 
 #[test]
@@ -386,7 +403,7 @@ fn errors_in_the_sample() {
             "[dns]",
             "[greylist]\nenabled = true\n[dns]",
             "17:2: greylist",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits)",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender)",
         ),
         (
             "hide_client_ip = false",
@@ -968,7 +985,9 @@ fn malformed_inputs_are_errors() {
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nmx_port = 1.5",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nmx_port = -25",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\nclients_only = \"yes\"",
-        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\npop_before_smtp_max = 10",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[relay]\npop_before_smtp_max = 0",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[domains]\nliteral_addresses = [\"[::1\"]",
+        "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[sender]\nspoofing = \"\"",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[[relay]]\nclients = []",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[queue]\nretry = [\"5m\", true]",
         "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n[queue]\nmax_age = \"-1d\"",
@@ -1094,6 +1113,14 @@ fn documented_example_parses() {
     assert_eq!(config.dnsbl.len(), 2);
     assert_eq!(config.dnsbl[1].score, 2.5);
     assert_eq!(config.limits, LimitsConfig::default());
+    assert!(config.relay.relay_for_clients_only);
+    assert!(config.relay.forward_from.is_empty());
+    assert_eq!(config.relay.pop_before_smtp, Some(Duration::from_secs(120)));
+    assert_eq!(config.relay.pop_before_smtp_max, 10_000);
+    assert!(config.domains.domain_literals);
+    assert!(config.domains.literal_addresses.is_empty());
+    assert_eq!(config.sender.spoofing, Spoofing::AuthorizedOnly);
+    assert!(config.sender.own_address_only);
 }
 
 #[test]
@@ -1376,27 +1403,105 @@ fn relay_and_queue_errors() {
         ),
         (
             "mx_port = 2525",
-            "mx_port = 2525\nrelay_for_clients_only = true",
-            "45:1: relay.relay_for_clients_only",
-            "unknown key: not supported by this version of mxguard (expected one of: clients, clients_file, smarthost, routes, mx_port, clients_only)",
+            "mx_port = 2525\nrelay_for_clients_only = \"no\"",
+            "45:26: relay.relay_for_clients_only",
+            "expected a boolean (true or false), got string \"no\"",
         ),
         (
             "mx_port = 2525",
-            "mx_port = 2525\nforward_from = []",
-            "45:1: relay.forward_from",
-            "not supported by this version of mxguard",
+            "mx_port = 2525\nforward_from = [\"partner.test\", \"Partner.Test.\"]",
+            "45:33: relay.forward_from[1]",
+            "\"partner.test\" is listed twice (also relay.forward_from[0])",
         ),
         (
             "mx_port = 2525",
-            "mx_port = 2525\npop_before_smtp = \"2m\"",
-            "45:1: relay.pop_before_smtp",
-            "not supported by this version of mxguard",
+            "mx_port = 2525\nforward_from = [\"*.partner.test\"]",
+            "45:17: relay.forward_from[0]",
+            "expected a domain name like \"example.test\", got \"*.partner.test\"",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\nforward_from = \"partner.test\"",
+            "45:16: relay.forward_from",
+            "expected an array",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\npop_before_smtp = 120",
+            "45:19: relay.pop_before_smtp",
+            "a bare number is ambiguous",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\npop_before_smtp = \"2 minutes\"",
+            "45:19: relay.pop_before_smtp",
+            "expected a duration like \"5m\"",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\npop_before_smtp_max = 0",
+            "45:23: relay.pop_before_smtp_max",
+            "must be greater than 0",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\npop_before_smtp_max = -1",
+            "45:23: relay.pop_before_smtp_max",
+            "expected a whole number greater than 0, got -1",
+        ),
+        (
+            "mx_port = 2525",
+            "mx_port = 2525\npop_before_smtp_max = \"10000\"",
+            "45:23: relay.pop_before_smtp_max",
+            "expected a whole number greater than 0, got \"10000\"",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\ndomain_literals = 1",
+            "26:19: domains.domain_literals",
+            "expected a boolean (true or false)",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\nliteral_addresses = [\"192.0.2.1\", \"mx.example.test\"]",
+            "26:35: domains.literal_addresses[1]",
+            "expected an IP address like \"192.0.2.1\" or \"2001:db8::1\", got \"mx.example.test\"",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\nliteral_addresses = [\"[192.0.2.1]\"]",
+            "26:22: domains.literal_addresses[0]",
+            "(write it without brackets: \"192.0.2.1\")",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\nliteral_addresses = [\"192.0.2.0/24\"]",
+            "26:22: domains.literal_addresses[0]",
+            "(one address, not a CIDR block or range)",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\nliteral_addresses = [\"0.0.0.0\"]",
+            "26:22: domains.literal_addresses[0]",
+            "not the address of a host",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\nliteral_addresses = [\"192.0.2.1\", \"::ffff:192.0.2.1\"]",
+            "26:35: domains.literal_addresses[1]",
+            "192.0.2.1 is listed twice (also domains.literal_addresses[0])",
+        ),
+        (
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\nliteral = []",
+            "26:1: domains.literal",
+            "unknown key (expected one of: local, catchall, disable_catchalls, relay_to, domain_literals, literal_addresses)",
         ),
         (
             "mx_port = 2525",
             "mx_port = 2525\nclient = []",
             "45:1: relay.client",
-            "unknown key (expected one of: clients, clients_file, smarthost, routes, mx_port, clients_only)",
+            "unknown key (expected one of: clients, clients_file, smarthost, routes, mx_port, clients_only, relay_for_clients_only, forward_from, pop_before_smtp, pop_before_smtp_max)",
         ),
         (
             "retry = [\"5m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
@@ -2650,4 +2755,152 @@ fn account_passwords() {
     }
     let text = format!("{head}[[account]]\naddress = \"alice@example.test\"\nrelay = \"yes\"\n");
     assert!(error(&text).starts_with("mxguard.toml:10:9: account[0].relay: expected a boolean"));
+}
+
+/// `relay.relay_for_clients_only`, `forward_from`, `pop_before_smtp`,
+/// `pop_before_smtp_max`, `domains.domain_literals`,
+/// `domains.literal_addresses` and `[sender]`: values, lookups, warnings.
+#[test]
+fn relay_permissions_literals_and_sender() {
+    let text = SAMPLE
+        .replace(
+            "mx_port = 2525",
+            "mx_port = 2525\nrelay_for_clients_only = true\nforward_from = [\"Partner.Test\", \"other.partner.test.\"]\npop_before_smtp = \"5m\"\npop_before_smtp_max = 500",
+        )
+        .replace(
+            "relay_to = [\"backup.test\", \"Relay.Test\"]",
+            "relay_to = [\"backup.test\", \"Relay.Test\"]\ndomain_literals = true\nliteral_addresses = [\"198.51.100.7\", \"2001:DB8::25\", \"::ffff:192.0.2.9\"]",
+        )
+        .replace(
+            "spoofing = \"authorized-only\"\nown_address_only = true",
+            "spoofing = \"authenticated-only\"\nown_address_only = false",
+        );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.relay.relay_for_clients_only);
+    assert_eq!(
+        config.relay.forward_from,
+        ["partner.test", "other.partner.test"]
+    );
+    assert!(config.is_forward_from_domain("partner.test"));
+    assert!(config.is_forward_from_domain("PARTNER.test."));
+    assert!(config.is_forward_from_domain("Other.Partner.Test"));
+    assert!(!config.is_forward_from_domain("sub.partner.test"));
+    assert!(!config.is_forward_from_domain("example.test"));
+    assert_eq!(config.relay.pop_before_smtp, Some(Duration::from_secs(300)));
+    assert_eq!(config.relay.pop_before_smtp_max, 500);
+    assert!(config.domains.domain_literals);
+    assert_eq!(
+        config.domains.literal_addresses,
+        [ip("198.51.100.7"), ip("2001:db8::25"), ip("192.0.2.9")]
+    );
+    assert_eq!(config.sender.spoofing, Spoofing::AuthenticatedOnly);
+    assert!(!config.sender.own_address_only);
+    assert_eq!(
+        config.warnings(),
+        [
+            "mxguard.toml:48:16: relay.forward_from: relay.forward_from lets anyone who forges a sender in these domains relay (\"partner.test\", \"other.partner.test\")"
+        ]
+    );
+
+    // Other forms.
+    let other = |extra: &str| parse(&format!("{MINIMAL}{extra}")).unwrap_or_else(|e| panic!("{e}"));
+    let config = other("[relay]\npop_before_smtp = \"0s\"\nforward_from = []\n");
+    assert_eq!(config.relay.pop_before_smtp, None);
+    assert!(config.relay.forward_from.is_empty());
+    assert!(
+        !config.warnings().iter().any(|w| w.contains("relay")),
+        "{:#?}",
+        config.warnings()
+    );
+    let config = other("[domains]\ndomain_literals = false\n");
+    assert!(!config.domains.domain_literals);
+    for mode in Spoofing::ALL {
+        let config = other(&format!("[sender]\nspoofing = \"{mode}\"\n"));
+        assert_eq!(config.sender.spoofing, mode);
+        assert!(config.sender.own_address_only);
+    }
+    assert_eq!(Spoofing::default().as_str(), "anyone");
+    assert_eq!(Spoofing::AuthenticatedOnly.as_str(), "authenticated-only");
+    assert_eq!(Spoofing::AuthorizedOnly.as_str(), "authorized-only");
+
+    // Warnings.
+    let cases: &[(&str, &str)] = &[
+        (
+            "[relay]\nrelay_for_clients_only = false\n",
+            "mxguard.toml:9:26: relay.relay_for_clients_only: relay.relay_for_clients_only = false: this server is an open relay",
+        ),
+        (
+            "[domains]\nlocal = [\"example.test\"]\n[relay]\nforward_from = [\"Example.Test\"]\n",
+            "mxguard.toml:11:17: relay.forward_from[0]: \"example.test\" is in domains.local",
+        ),
+        (
+            "[domains]\ndomain_literals = false\nliteral_addresses = [\"192.0.2.1\"]\n",
+            "mxguard.toml:10:21: domains.literal_addresses: ignored: domains.domain_literals is false",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let warnings = other(extra).warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with(expected)),
+            "for {extra:?}\n  expected a warning starting with: {expected}\n  got: {warnings:#?}"
+        );
+    }
+}
+
+/// Bad values in `[sender]`, and its keys this version does not support.
+#[test]
+fn sender_errors() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "spoofing = \"authorized-only\"",
+            "spoofing = \"authenticated\"",
+            "mxguard.toml:79:12: sender.spoofing: expected one of: anyone, authenticated-only, authorized-only, got \"authenticated\"",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = \"yes\"",
+            "mxguard.toml:80:20: sender.own_address_only: expected a boolean (true or false), got string \"yes\"",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nverify_domain = true",
+            "mxguard.toml:81:1: sender.verify_domain: unknown key: not supported by this version of mxguard (expected one of: spoofing, own_address_only)",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nunknown_domain_reply = \"450 4.1.8 x\"",
+            "mxguard.toml:81:1: sender.unknown_domain_reply: unknown key: not supported by this version of mxguard",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nban = []",
+            "mxguard.toml:81:1: sender.ban: unknown key: not supported by this version of mxguard",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nexclude = []",
+            "mxguard.toml:81:1: sender.exclude: unknown key: not supported by this version of mxguard",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nspoof = \"anyone\"",
+            "mxguard.toml:81:1: sender.spoof: unknown key (expected one of: spoofing, own_address_only)",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[recipient]\nmax_per_message = 100",
+            "mxguard.toml:81:2: recipient: unknown key: not supported by this version of mxguard",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (from, to, expected) in cases {
+        assert!(SAMPLE.contains(from), "{from}");
+        let got = error(&SAMPLE.replace(from, to));
+        if !got.starts_with(expected) {
+            failures.push(format!(
+                "replacing {from:?} by {to:?}\n  expected: {expected}\n       got: {got}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,14 +1,18 @@
 //! Where an RCPT TO address goes: the relay decision, in one place.
 //!
-//! A recipient in one of `domains.local` must be an account or an alias
+//! A recipient in one of `domains.local` (or `user@[IP]` for one of our
+//! addresses, with `domains.domain_literals`) must be an account or an alias
 //! (550 5.1.1 otherwise), or falls to the domain's catchall. The bare
 //! `<Postmaster>` of RFC 5321 §4.1.1.3 goes to `postmaster@` the first local
-//! domain. A recipient elsewhere is relayed only when its domain is in
-//! `domains.relay_to` (we are its backup MX), the client's address is in
-//! `relay.clients`, or the client authenticated as an account with
-//! `relay = true` (an account without it may only send to local
-//! recipients); anything else is refused with 554 5.7.1 Relay access
-//! denied. With neither configured, the server relays for no one.
+//! domain. A recipient elsewhere is relayed only when (first reason wins):
+//! its domain is in `domains.relay_to` (we are its backup MX); the client's
+//! address is in `relay.clients`; the client authenticated as an account
+//! with `relay = true`; the client's address logged in over POP3 lately for
+//! a `mobile` account (POP-before-SMTP); the sender's domain is in
+//! `relay.forward_from`; or `relay.relay_for_clients_only` is false. A
+//! stranger whose MAIL FROM is one of our accounts is told to log in
+//! (450 4.7.1, CommuniGate's mobile-user rule); any other stranger gets
+//! 554 5.7.1 Relay access denied. With no rule, the server relays for no one.
 //!
 //! An address with more than one route (`user%host@local`, `host!user@local`,
 //! a source route, a quoted local part holding `@` or `%`) is looked up as
@@ -56,6 +60,12 @@ pub enum RelayReason {
     ClientAddress,
     /// The client authenticated (AUTH) as an account with `relay = true`.
     Authenticated,
+    /// The address logged in over POP3 lately for a `mobile` account.
+    RecentPop,
+    /// The sender's domain is in `relay.forward_from`.
+    ForwardFrom,
+    /// `relay.relay_for_clients_only = false`: everyone may relay.
+    OpenRelay,
 }
 
 impl RelayReason {
@@ -65,6 +75,9 @@ impl RelayReason {
             RelayReason::RelayTo => "relay_to allowed",
             RelayReason::ClientAddress => "client address",
             RelayReason::Authenticated => "authenticated channel",
+            RelayReason::RecentPop => "recent POP login",
+            RelayReason::ForwardFrom => "forward_from allowed",
+            RelayReason::OpenRelay => "relay_for_clients_only = false",
         }
     }
 }
@@ -76,15 +89,60 @@ pub enum Route {
     Relay(RelayReason),
 }
 
-/// Decides one RCPT TO from `client`, which authenticated as
-/// `authenticated` when that is `Some`.
-pub fn route_recipient(
-    cfg: &Config,
-    to: &Path,
-    client: IpAddr,
-    authenticated: Option<&Account>,
-) -> Result<Route, Verdict> {
+/// What is known of the client when it gives RCPT TO.
+#[derive(Clone, Copy, Debug)]
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    /// The address the client connected to (for `user@[IP]`).
+    pub local_ip: IpAddr,
+    /// The account it authenticated as.
+    pub account: Option<&'a Account>,
+    /// Its address logged in over POP3 for a `mobile` account lately.
+    pub recent_pop: bool,
+    /// The MAIL FROM address (`None` for `<>`).
+    pub sender: Option<&'a str>,
+}
+
+impl<'a> Client<'a> {
+    /// A client known only by its address (tests, tools).
+    pub fn at(ip: IpAddr) -> Client<'a> {
+        Client {
+            ip,
+            local_ip: ip,
+            account: None,
+            recent_pop: false,
+            sender: None,
+        }
+    }
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}
+
+/// Whether `user@[IP]` names this server (`domains.domain_literals`).
+fn is_our_literal(cfg: &Config, to: &Path, client: &Client<'_>) -> bool {
+    match to.mailbox.domain_literal_ip() {
+        Some(ip) => {
+            cfg.domains.domain_literals
+                && (ip == client.local_ip || cfg.domains.literal_addresses.contains(&ip))
+        }
+        None => false,
+    }
+}
+
+/// Decides one RCPT TO.
+pub fn route_recipient(cfg: &Config, to: &Path, client: &Client<'_>) -> Result<Route, Verdict> {
     let mb = &to.mailbox;
+    if to.route.is_empty() && is_our_literal(cfg, to, client) {
+        // user@[our address] is user@ our first local domain.
+        let Some(domain) = cfg.domains.local.first() else {
+            return Err(relay_denied(&mb.to_string()));
+        };
+        let mut local = to.clone();
+        local.mailbox.domain = domain.clone();
+        return local_recipient(cfg, &local).map(Route::Local);
+    }
     let remote = to.route.is_empty()
         && !mb.is_bare_postmaster()
         && mb.domain_literal_ip().is_none()
@@ -92,20 +150,46 @@ pub fn route_recipient(
         && !cfg.is_local_domain(&mb.domain);
     if remote {
         // Only the plain form of an address is relayed: a percent hack or a
-        // bang path in the local part would let a relay client's permission
-        // be bent into routing through a third party, so refuse those too.
+        // bang path in the local part would let a permission to relay be
+        // bent into routing through a third party, so refuse those too.
         let local = mb.local_part_unquoted();
         if local.contains(['%', '!', '@']) {
             return Err(relay_denied(&mb.to_string()));
         }
-        if cfg.is_relay_to_domain(&mb.domain) {
-            return Ok(Route::Relay(RelayReason::RelayTo));
+        let reason = if cfg.is_relay_to_domain(&mb.domain) {
+            Some(RelayReason::RelayTo)
+        } else if cfg.is_relay_client(client.ip) {
+            Some(RelayReason::ClientAddress)
+        } else if client.account.is_some_and(|a| a.relay) {
+            Some(RelayReason::Authenticated)
+        } else if client.recent_pop {
+            Some(RelayReason::RecentPop)
+        } else if client
+            .sender
+            .is_some_and(|s| cfg.is_forward_from_domain(domain_of(s)))
+        {
+            Some(RelayReason::ForwardFrom)
+        } else if !cfg.relay.relay_for_clients_only {
+            Some(RelayReason::OpenRelay)
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            return Ok(Route::Relay(r));
         }
-        if cfg.is_relay_client(client) {
-            return Ok(Route::Relay(RelayReason::ClientAddress));
-        }
-        if authenticated.is_some_and(|a| a.relay) {
-            return Ok(Route::Relay(RelayReason::Authenticated));
+        // CommuniGate's mobile-user rule: one of our own users on the road.
+        if client.account.is_none() && client.sender.is_some_and(|s| cfg.account_for(s).is_some()) {
+            return Err(Verdict::refuse(
+                450,
+                (4, 7, 1),
+                "Relay access denied: try to authenticate first",
+                CheckId::Relay,
+                format!(
+                    "{} is not local and the client is not allowed to relay; the sender {} is a local account that did not log in",
+                    mb,
+                    client.sender.unwrap_or("")
+                ),
+            ));
         }
     }
     local_recipient(cfg, to).map(Route::Local)
@@ -233,9 +317,11 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         for (input, want) in cases {
             let path = parse_path(input, true).unwrap().unwrap();
             let got =
-                route_recipient(&cfg, &path, "192.0.2.1".parse().unwrap(), None).map(|r| match r {
-                    Route::Local(l) => l,
-                    Route::Relay(_) => panic!("{input}: relayed"),
+                route_recipient(&cfg, &path, &Client::at("192.0.2.1".parse().unwrap())).map(|r| {
+                    match r {
+                        Route::Local(l) => l,
+                        Route::Relay(_) => panic!("{input}: relayed"),
+                    }
                 });
             match (got, want) {
                 (Ok(r), Ok((mb, via))) => {
@@ -258,7 +344,9 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let path = parse_path("<anyone@other.test>", false).unwrap().unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
-            route_recipient(&cfg, &path, ip, None).unwrap_err().check,
+            route_recipient(&cfg, &path, &Client::at(ip))
+                .unwrap_err()
+                .check,
             CheckId::UnknownUser
         );
     }
@@ -273,7 +361,11 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
         let client: IpAddr = "10.1.2.3".parse().unwrap();
         let route = |addr: &str, ip| {
-            route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip, None)
+            route_recipient(
+                &cfg,
+                &parse_path(addr, true).unwrap().unwrap(),
+                &Client::at(ip),
+            )
         };
         assert_eq!(
             route("<x@backup.test>", stranger),
@@ -322,7 +414,14 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         assert!(joe.relay && !ann.relay);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let route = |addr: &str, account| {
-            route_recipient(&cfg, &parse_path(addr, true).unwrap().unwrap(), ip, account)
+            route_recipient(
+                &cfg,
+                &parse_path(addr, true).unwrap().unwrap(),
+                &Client {
+                    account,
+                    ..Client::at(ip)
+                },
+            )
         };
         assert_eq!(
             route("<x@far.test>", Some(joe)),
@@ -349,5 +448,84 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             route("<x@far.test>", None).unwrap_err().check,
             CheckId::Relay
         );
+    }
+
+    #[test]
+    fn more_relay_paths_and_literals() {
+        let text = CONFIG.replace(
+            "[[account]]",
+            "literal_addresses = [\"192.0.2.5\"]\n[relay]\nforward_from = [\"partner.test\"]\n[[account]]",
+        );
+        let cfg = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ours: IpAddr = "198.51.100.7".parse().unwrap();
+        let path = |a: &str| parse_path(a, true).unwrap().unwrap();
+        let base = Client {
+            local_ip: ours,
+            ..Client::at(ip)
+        };
+        let route = |a: &str, c: &Client<'_>| route_recipient(&cfg, &path(a), c);
+        // POP-before-SMTP
+        let pop = Client {
+            recent_pop: true,
+            ..base
+        };
+        assert_eq!(
+            route("<x@far.test>", &pop),
+            Ok(Route::Relay(RelayReason::RecentPop))
+        );
+        // forward_from
+        let fwd = Client {
+            sender: Some("boss@partner.test"),
+            ..base
+        };
+        assert_eq!(
+            route("<x@far.test>", &fwd),
+            Ok(Route::Relay(RelayReason::ForwardFrom))
+        );
+        // a stranger sending as one of our accounts is told to log in
+        let local_sender = Client {
+            sender: Some("joe@example.test"),
+            ..base
+        };
+        let v = route("<x@far.test>", &local_sender).unwrap_err();
+        assert_eq!((v.reply.code(), v.check), (450, CheckId::Relay));
+        // other strangers: 554
+        let other = Client {
+            sender: Some("x@elsewhere.test"),
+            ..base
+        };
+        assert_eq!(route("<x@far.test>", &other).unwrap_err().reply.code(), 554);
+        // domain literals: the address connected to, and literal_addresses
+        assert!(matches!(
+            route("<joe@[198.51.100.7]>", &base),
+            Ok(Route::Local(_))
+        ));
+        assert!(matches!(
+            route("<joe@[192.0.2.5]>", &base),
+            Ok(Route::Local(_))
+        ));
+        assert_eq!(
+            route("<joe@[192.0.2.99]>", &base).unwrap_err().check,
+            CheckId::Relay
+        );
+        assert_eq!(
+            route("<nobody@[192.0.2.5]>", &base).unwrap_err().check,
+            CheckId::UnknownUser
+        );
+        // relay_for_clients_only = false opens everything (check-config warns)
+        let open = CONFIG.replace(
+            "[[account]]",
+            "[relay]\nrelay_for_clients_only = false\n[[account]]",
+        );
+        let cfg = Config::parse(&open, std::path::Path::new("t.toml")).unwrap();
+        assert_eq!(
+            route_recipient(&cfg, &path("<x@far.test>"), &base),
+            Ok(Route::Relay(RelayReason::OpenRelay))
+        );
+        // with domain_literals = false, our literal is not local
+        let nolit = CONFIG.replace("[[account]]", "domain_literals = false\n[[account]]");
+        let cfg = Config::parse(&nolit, std::path::Path::new("t.toml")).unwrap();
+        assert!(route_recipient(&cfg, &path("<joe@[198.51.100.7]>"), &base).is_err());
     }
 }

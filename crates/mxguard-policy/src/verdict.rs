@@ -9,6 +9,8 @@ pub enum CheckId {
     UnknownUser,
     /// A recipient outside our domains, with no right to relay.
     Relay,
+    /// A MAIL FROM the client may not use (`[sender]`).
+    Spoofing,
     /// The client is in `access.blacklist`.
     Blacklist,
     /// `relay.clients_only` is set and the client is not a relay client.
@@ -33,9 +35,10 @@ pub enum CheckId {
 
 impl CheckId {
     /// Every check, for counters that must exist before they first count.
-    pub const ALL: [CheckId; 12] = [
+    pub const ALL: [CheckId; 13] = [
         CheckId::UnknownUser,
         CheckId::Relay,
+        CheckId::Spoofing,
         CheckId::Blacklist,
         CheckId::ClientsOnly,
         CheckId::Banned,
@@ -53,6 +56,7 @@ impl CheckId {
         match self {
             CheckId::UnknownUser => "unknown_user",
             CheckId::Relay => "relay",
+            CheckId::Spoofing => "spoofing",
             CheckId::Blacklist => "blacklist",
             CheckId::ClientsOnly => "clients_only",
             CheckId::Banned => "ban",
@@ -101,6 +105,7 @@ mod tests {
         let want = [
             "unknown_user",
             "relay",
+            "spoofing",
             "blacklist",
             "clients_only",
             "ban",

@@ -1,0 +1,206 @@
+//! Who may use which MAIL FROM (`[sender] spoofing`, `own_address_only`).
+//!
+//! `MAIL FROM:<>` is never refused (RFC 2505 §2 6a), and by default
+//! (`spoofing = "anyone"`) neither is a sender in a local domain (6b).
+//! `authenticated-only` keeps local-domain senders for authenticated
+//! sessions; `authorized-only` also lets `relay.clients` use them. With
+//! `own_address_only`, an authenticated user may send only as one of its
+//! own addresses or aliases.
+
+use std::net::IpAddr;
+
+use mxguard_config::{Account, Config, Spoofing};
+
+use crate::{CheckId, Verdict};
+
+/// Decides a MAIL FROM. `from` is `None` for `<>`.
+pub fn check_sender(
+    cfg: &Config,
+    from: Option<&str>,
+    client_ip: IpAddr,
+    account: Option<&Account>,
+) -> Result<(), Verdict> {
+    let Some(from) = from else { return Ok(()) };
+    if let Some(a) = account
+        && cfg.sender.own_address_only
+    {
+        let owner = cfg.account_for(from).map(|o| o.address.as_str());
+        if owner != Some(a.address.as_str()) {
+            return Err(Verdict::refuse(
+                553,
+                (5, 7, 1),
+                &format!("Sender address rejected: <{from}> is not yours"),
+                CheckId::Spoofing,
+                format!(
+                    "{} authenticated but sends as {from} (sender.own_address_only)",
+                    a.address
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let domain = from.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    if !cfg.is_local_domain(domain) {
+        return Ok(());
+    }
+    let allowed = match cfg.sender.spoofing {
+        Spoofing::Anyone => true,
+        Spoofing::AuthenticatedOnly => account.is_some(),
+        Spoofing::AuthorizedOnly => account.is_some() || cfg.is_relay_client(client_ip),
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(Verdict::refuse(
+        550,
+        (5, 7, 1),
+        "Sender address rejected: log in to send from a local address",
+        CheckId::Spoofing,
+        format!(
+            "{from} is in a local domain and the client is not {} (sender.spoofing = {})",
+            if cfg.sender.spoofing == Spoofing::AuthenticatedOnly {
+                "authenticated"
+            } else {
+                "authenticated nor a relay client"
+            },
+            cfg.sender.spoofing.as_str()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sender: &str) -> Config {
+        let text = format!(
+            r#"
+[server]
+hostname = "mx.example.test"
+[[listener]]
+address = "127.0.0.1:0"
+role = "mx"
+[domains]
+local = ["example.test"]
+[relay]
+clients = ["10.0.0.0/8"]
+[sender]
+{sender}
+[[account]]
+address = "joe@example.test"
+aliases = ["joseph@example.test"]
+[[account]]
+address = "ann@example.test"
+"#
+        );
+        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn table() {
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        // (sender config, MAIL FROM, client, authenticated as, refusal code)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            IpAddr,
+            Option<&'a str>,
+            Option<u16>,
+        );
+        let cases: &[Case<'_>] = &[
+            ("", None, stranger, None, None),
+            ("", Some("joe@example.test"), stranger, None, None),
+            (
+                "spoofing = \"authenticated-only\"",
+                Some("joe@example.test"),
+                stranger,
+                None,
+                Some(550),
+            ),
+            (
+                "spoofing = \"authenticated-only\"",
+                Some("joe@example.test"),
+                client,
+                None,
+                Some(550),
+            ),
+            (
+                "spoofing = \"authenticated-only\"",
+                Some("x@far.test"),
+                stranger,
+                None,
+                None,
+            ),
+            (
+                "spoofing = \"authenticated-only\"",
+                None,
+                stranger,
+                None,
+                None,
+            ),
+            (
+                "spoofing = \"authorized-only\"",
+                Some("joe@example.test"),
+                client,
+                None,
+                None,
+            ),
+            (
+                "spoofing = \"authorized-only\"",
+                Some("joe@example.test"),
+                stranger,
+                None,
+                Some(550),
+            ),
+            (
+                "spoofing = \"authenticated-only\"",
+                Some("joe@example.test"),
+                stranger,
+                Some("joe@example.test"),
+                None,
+            ),
+            (
+                "",
+                Some("joseph@example.test"),
+                stranger,
+                Some("joe@example.test"),
+                None,
+            ),
+            (
+                "",
+                Some("ann@example.test"),
+                stranger,
+                Some("joe@example.test"),
+                Some(553),
+            ),
+            (
+                "",
+                Some("x@far.test"),
+                stranger,
+                Some("joe@example.test"),
+                Some(553),
+            ),
+            ("", None, stranger, Some("joe@example.test"), None),
+            (
+                "own_address_only = false",
+                Some("x@far.test"),
+                stranger,
+                Some("joe@example.test"),
+                None,
+            ),
+        ];
+        for (sender, from, ip, auth, want) in cases {
+            let cfg = config(sender);
+            let account = auth.and_then(|a| cfg.account_for(a));
+            let got = check_sender(&cfg, *from, *ip, account).err().map(|v| {
+                assert_eq!(v.check, CheckId::Spoofing);
+                v.reply.code()
+            });
+            assert_eq!(
+                got, *want,
+                "[sender] {sender}; from {from:?} ip {ip} auth {auth:?}"
+            );
+        }
+    }
+}
