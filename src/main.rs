@@ -41,6 +41,13 @@ fn main() {
                 1
             }
         },
+        Command::Reload { config } => match cli::queue::run(config, "reload") {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
         Command::Queue { action, config } => match cli::queue::run(config, &action.request()) {
             Ok(()) => 0,
             Err(e) => {

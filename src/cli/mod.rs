@@ -51,6 +51,11 @@ pub enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Tell the running server to reload (renews the TLS certificate); SIGHUP does the same.
+    Reload {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Look at and act on the running server's queue.
     Queue {
         #[command(subcommand)]

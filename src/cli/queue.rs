@@ -31,7 +31,7 @@ pub fn run(config: Option<PathBuf>, line: &str) -> anyhow::Result<()> {
             answer
         }
         Err(e) => {
-            if matches!(request, Request::Queue(_)) {
+            if matches!(request, Request::Queue(_) | Request::Reload) {
                 return Err(e).with_context(|| {
                     format!(
                         "cannot reach the running mxguard at {} (is it running with this configuration?)",

@@ -33,6 +33,7 @@ pub struct ControlCtx {
     pub store: Arc<dyn StateStore>,
     pub config: Arc<Config>,
     pub dns: Dns,
+    pub tls: Option<Arc<super::tls::TlsState>>,
 }
 
 /// A parsed request.
@@ -43,6 +44,7 @@ pub enum Request {
     BanRemove(String),
     BanList,
     CheckIp(IpAddr),
+    Reload,
 }
 
 /// Where the socket lives.
@@ -64,6 +66,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         }),
         ["ban", "remove", net] => Ok(Request::BanRemove(net.to_string())),
         ["ban", "list"] => Ok(Request::BanList),
+        ["reload"] => Ok(Request::Reload),
         ["check-ip", ip] => Ok(Request::CheckIp(
             ip.parse().map_err(|_| format!("bad address {ip:?}"))?,
         )),
@@ -109,6 +112,7 @@ pub async fn answer(req: Request, store: &dyn StateStore, config: &Config, dns: 
             Err(e) => format!("error: {e}\n"),
         },
         Request::CheckIp(ip) => super::connect::check_ip_report(config, dns, store, ip).await,
+        Request::Reload => "error: mxguard is not running\n".into(),
     }
 }
 
@@ -135,6 +139,7 @@ pub async fn serve(listener: UnixListener, ctx: ControlCtx, mut stop: watch::Rec
                     let answer = match rd.read_line(&mut line).await {
                         Ok(_) => match parse_request(line.trim()) {
                             Ok(Request::Queue(c)) => ctx.delivery.control(c).await,
+                            Ok(Request::Reload) => reload(&ctx.config, ctx.tls.as_deref()),
                             Ok(req) => answer(req, &*ctx.store, &ctx.config, &ctx.dns).await,
                             Err(e) => format!("error: {e}\n"),
                         },
@@ -146,5 +151,33 @@ pub async fn serve(listener: UnixListener, ctx: ControlCtx, mut stop: watch::Rec
             }
             _ = stop.changed() => break,
         }
+    }
+}
+
+/// `mxguard reload` and SIGHUP: reads the configuration file again and
+/// puts a renewed TLS certificate and key in service (sessions already
+/// open keep theirs). Other settings take effect at the next restart.
+pub fn reload(config: &Config, tls: Option<&super::tls::TlsState>) -> String {
+    let fresh = match Config::load(&config.path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "reload refused: the configuration has an error");
+            return format!("error: {e}\n");
+        }
+    };
+    match (tls, &fresh.tls) {
+        (Some(state), Some(t)) => match state.reload(t) {
+            Ok(()) => {
+                tracing::info!(certificate = %t.certificate.display(), "reload: TLS certificate reloaded");
+                "reloaded: TLS certificate and key; other settings apply at the next restart\n"
+                    .into()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reload: the new certificate cannot be used; the old one stays");
+                format!("error: {e:#}\n")
+            }
+        },
+        _ => "reloaded: nothing to renew (no [tls]); other settings apply at the next restart\n"
+            .into(),
     }
 }

@@ -64,6 +64,7 @@ pub struct Server {
     control: tokio::net::UnixListener,
     store: Arc<dyn StateStore>,
     dns: Dns,
+    tls: Option<Arc<tls::TlsState>>,
 }
 
 impl Server {
@@ -156,6 +157,7 @@ impl Server {
             control,
             store,
             dns,
+            tls: tls_state,
         })
     }
 
@@ -187,7 +189,13 @@ impl Server {
             store: self.store.clone(),
             config: self.config.clone(),
             dns: self.dns.clone(),
+            tls: self.tls.clone(),
         };
+        let hup_task = tokio::spawn(reload_on_sighup(
+            self.config.clone(),
+            self.tls.clone(),
+            stop_rx.clone(),
+        ));
         let control_task = tokio::spawn(control::serve(self.control, control_ctx, stop_rx.clone()));
         stop.await;
         tracing::info!("stopping: no new connections; sessions finish their message");
@@ -199,6 +207,7 @@ impl Server {
             tracing::warn!(grace = ?GRACE, "sessions still open after the grace period are cut");
         }
         let _ = control_task.await;
+        let _ = hup_task.await;
         let _ = std::fs::remove_file(control::socket_path(&self.config.server.data_dir));
         self.delivery.stop().await;
         let queue = self.queue.clone();
@@ -207,6 +216,28 @@ impl Server {
             .context("stopping the queue")?;
         tracing::info!(hostname = %self.config.server.hostname, "stopped");
         Ok(())
+    }
+}
+
+/// SIGHUP does what `mxguard reload` does.
+async fn reload_on_sighup(
+    config: Arc<Config>,
+    tls: Option<Arc<tls::TlsState>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; use `mxguard reload`");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received");
+                let _ = control::reload(&config, tls.as_deref());
+            }
+            _ = stop.changed() => break,
+        }
     }
 }
 
