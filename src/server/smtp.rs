@@ -370,7 +370,17 @@ impl Conn {
                 let address = from.map(|p| p.mailbox.to_string());
                 let cfg = self.ctx.config.clone();
                 let account = self.account.as_deref().and_then(|a| cfg.account_for(a));
-                if let Err(v) = check_sender(&cfg, address.as_deref(), self.peer.ip(), account) {
+                let client = Client {
+                    ip: self.peer.ip(),
+                    local_ip: self.local_ip,
+                    account,
+                    recent_pop: self
+                        .ctx
+                        .pop_auth
+                        .recent(self.peer.ip(), std::time::Instant::now()),
+                    sender: None,
+                };
+                if let Err(v) = check_sender(&cfg, address.as_deref(), &client) {
                     tracing::info!(
                         session = %self.id, client = %self.peer.ip(), helo = %self.helo,
                         from = address.as_deref().unwrap_or(""), check = v.check.as_str(), reason = %v.reason,

@@ -7,20 +7,36 @@
 //! `own_address_only`, an authenticated user may send only as one of its
 //! own addresses or aliases.
 
-use std::net::IpAddr;
+use mxguard_config::{Config, Spoofing};
+use mxguard_proto::address::parse_mailbox;
 
-use mxguard_config::{Account, Config, Spoofing};
-
+use crate::recipient::Client;
 use crate::{CheckId, Verdict};
 
-/// Decides a MAIL FROM. `from` is `None` for `<>`.
-pub fn check_sender(
-    cfg: &Config,
-    from: Option<&str>,
-    client_ip: IpAddr,
-    account: Option<&Account>,
-) -> Result<(), Verdict> {
-    let Some(from) = from else { return Ok(()) };
+/// The address as the accounts know it: quotes removed, and `user@[IP]`
+/// of one of our own addresses read as `user@` the first local domain.
+fn canonical(cfg: &Config, from: &str, client: &Client<'_>) -> String {
+    let Ok(mb) = parse_mailbox(from) else {
+        return from.to_string();
+    };
+    let local = mb.local_part_unquoted();
+    let ours = mb.domain_literal_ip().is_some_and(|ip| {
+        cfg.domains.domain_literals
+            && (ip == client.local_ip || cfg.domains.literal_addresses.contains(&ip))
+    });
+    match (ours, cfg.domains.local.first()) {
+        (true, Some(d)) => format!("{local}@{d}"),
+        _ => format!("{local}@{}", mb.domain),
+    }
+}
+
+/// Decides a MAIL FROM. `from` is `None` for `<>`. A client that logged
+/// in over POP3 lately (POP-before-SMTP) counts as authenticated here.
+pub fn check_sender(cfg: &Config, from: Option<&str>, client: &Client<'_>) -> Result<(), Verdict> {
+    let Some(raw) = from else { return Ok(()) };
+    let from = canonical(cfg, raw, client);
+    let from = from.as_str();
+    let (client_ip, account) = (client.ip, client.account);
     if let Some(a) = account
         && cfg.sender.own_address_only
     {
@@ -45,8 +61,10 @@ pub fn check_sender(
     }
     let allowed = match cfg.sender.spoofing {
         Spoofing::Anyone => true,
-        Spoofing::AuthenticatedOnly => account.is_some(),
-        Spoofing::AuthorizedOnly => account.is_some() || cfg.is_relay_client(client_ip),
+        Spoofing::AuthenticatedOnly => account.is_some() || client.recent_pop,
+        Spoofing::AuthorizedOnly => {
+            account.is_some() || client.recent_pop || cfg.is_relay_client(client_ip)
+        }
     };
     if allowed {
         return Ok(());
@@ -71,6 +89,7 @@ pub fn check_sender(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn config(sender: &str) -> Config {
         let text = format!(
@@ -193,7 +212,11 @@ address = "ann@example.test"
         for (sender, from, ip, auth, want) in cases {
             let cfg = config(sender);
             let account = auth.and_then(|a| cfg.account_for(a));
-            let got = check_sender(&cfg, *from, *ip, account).err().map(|v| {
+            let client = Client {
+                account,
+                ..Client::at(*ip)
+            };
+            let got = check_sender(&cfg, *from, &client).err().map(|v| {
                 assert_eq!(v.check, CheckId::Spoofing);
                 v.reply.code()
             });
