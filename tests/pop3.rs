@@ -195,3 +195,41 @@ p.quit()
     // nothing deleted without DELE
     assert_eq!(files_in(&server.new_dir("pop@example.test")).len(), 2);
 }
+
+#[test]
+fn pop3_password_guessing_ends_in_a_ban() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (server, pop3, pop3s) = start(tmp.path());
+    let guess = r#"
+import poplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3_SSL("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=10)
+for pw in ["a", "b", "c"]:
+    try:
+        p.user("pop@example.test")
+        p.pass_(pw)
+        print("LOGGED IN")
+    except poplib.error_proto as e:
+        print("REFUSED", e)
+    except Exception as e:
+        print("CLOSED", type(e).__name__)
+        break
+try:
+    q = poplib.POP3("127.0.0.1", int(sys.argv[2]), timeout=10)
+    print("GREETED", q.getwelcome())
+except poplib.error_proto as e:
+    print("BANNED", e)
+"#;
+    let (ok, out) = python(guess, &[pop3s.to_string(), pop3.to_string()]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("LOGGED IN"), "{out}");
+    assert!(
+        out.contains("BANNED"),
+        "the guesser must be refused afterwards:\n{out}"
+    );
+    server
+        .logs
+        .wait_for(&["client banned", "client=127.0.0.1"], DELIVERY);
+}

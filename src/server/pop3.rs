@@ -122,8 +122,34 @@ enum Done {
 }
 
 /// Serves one POP3 connection.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: String, ctx: Arc<ListenerCtx>) {
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: String,
+    ctx: Arc<ListenerCtx>,
+) {
     let cfg = &ctx.config;
+    // The same gate as SMTP's: bans (password guessers), the blacklist,
+    // clients_only and the connection limits.
+    let (_counted, total, from_ip) = ctx.conns.open(peer.ip());
+    let whitelisted = match super::connect::check_lists_and_limits(
+        cfg,
+        &*ctx.store,
+        peer.ip(),
+        total,
+        from_ip,
+    ) {
+        Ok(w) => w,
+        Err(v) => {
+            tracing::info!(session = %id, client = %peer.ip(), check = v.check.as_str(), reason = %v.reason,
+                "POP3 connection refused ({})", v.check.as_str());
+            let _ = stream
+                .write_all(format!("-ERR {}\r\n", v.reply.text()).as_bytes())
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
     let implicit_tls = ctx.role == Role::Pop3s;
     let tls = ctx.tls.clone();
     let pcfg = Pop3Config {
@@ -132,6 +158,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: String, ctx: 
         allow_plaintext_auth: cfg.tls.as_ref().is_some_and(|t| t.allow_plaintext_auth),
     };
     let mut conn = Conn {
+        whitelisted,
+        failures: 0,
         id,
         peer,
         ctx: ctx.clone(),
@@ -167,6 +195,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: String, ctx: 
 }
 
 struct Conn {
+    whitelisted: bool,
+    /// Failed logins in this session.
+    failures: u32,
     id: String,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
@@ -256,6 +287,29 @@ impl Conn {
         }
     }
 
+    /// Password guessing over POP3 ends in the same ban as SMTP errors:
+    /// the session closes after three failures (the POP3 session's rule),
+    /// and the address is banned for `limits.auto_ban`.
+    fn ban_guesser(&self) {
+        let limits = &self.ctx.config.limits;
+        let Some(ban) = limits.auto_ban else { return };
+        if self.whitelisted || self.failures < 3 {
+            return;
+        }
+        let ip = self.peer.ip();
+        let until = super::connect::now_secs() + ban.as_secs();
+        let reason = format!("{} failed POP3 logins in one session", self.failures);
+        match self.ctx.store.ban(&ip.to_string(), until, &reason) {
+            Ok(()) => {
+                tracing::info!(session = %self.id, client = %ip, check = "too_many_errors", ban = ?ban,
+                "client banned")
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.id, client = %ip, error = %e, "cannot record the ban")
+            }
+        }
+    }
+
     async fn login(&mut self, user: &str, password: &str) -> Result<Vec<Pop3Message>, String> {
         let cfg = &self.ctx.config;
         let account = auth::find_account(cfg, user);
@@ -272,6 +326,8 @@ impl Conn {
         let Some(account) = account.filter(|_| good) else {
             tracing::info!(session = %self.id, client = %self.peer.ip(), user = %user, check = "auth",
                 "POP3 login failed");
+            self.failures += 1;
+            self.ban_guesser();
             return Err("invalid user name or password".into());
         };
         let maildirs = Maildirs::new(cfg.server.data_dir.join("mail"), &cfg.server.hostname);
