@@ -369,17 +369,7 @@ impl Conn {
                 self.reset();
                 let address = from.map(|p| p.mailbox.to_string());
                 let cfg = self.ctx.config.clone();
-                let account = self.account.as_deref().and_then(|a| cfg.account_for(a));
-                let client = Client {
-                    ip: self.peer.ip(),
-                    local_ip: self.local_ip,
-                    account,
-                    recent_pop: self
-                        .ctx
-                        .pop_auth
-                        .recent(self.peer.ip(), std::time::Instant::now()),
-                    sender: None,
-                };
+                let client = self.client(&cfg, None);
                 if let Err(v) = check_sender(&cfg, address.as_deref(), &client) {
                     tracing::info!(
                         session = %self.id, client = %self.peer.ip(), helo = %self.helo,
@@ -538,20 +528,28 @@ impl Conn {
         }
     }
 
-    fn rcpt(&mut self, to: Path) -> Decision {
-        let shown = to.mailbox.to_string();
-        let cfg = self.ctx.config.clone();
-        let account = self.account.as_deref().and_then(|a| cfg.account_for(a));
-        let client = Client {
+    /// What the policy checks know of this client.
+    fn client<'a>(
+        &'a self,
+        cfg: &'a mxguard_config::Config,
+        sender: Option<&'a str>,
+    ) -> Client<'a> {
+        Client {
             ip: self.peer.ip(),
             local_ip: self.local_ip,
-            account,
+            account: self.account.as_deref().and_then(|a| cfg.account_for(a)),
             recent_pop: self
                 .ctx
                 .pop_auth
                 .recent(self.peer.ip(), std::time::Instant::now()),
-            sender: self.sender.as_deref().filter(|s| !s.is_empty()),
-        };
+            sender,
+        }
+    }
+
+    fn rcpt(&mut self, to: Path) -> Decision {
+        let shown = to.mailbox.to_string();
+        let cfg = self.ctx.config.clone();
+        let client = self.client(&cfg, self.sender.as_deref().filter(|s| !s.is_empty()));
         match route_recipient(&cfg, &to, &client) {
             Ok(Route::Local(local)) => {
                 tracing::debug!(session = %self.id, rcpt = %shown, mailbox = %local.mailbox,
