@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs mxguard's whole test suite on a fresh Debian machine: installs the
-# system packages the tests use (swaks drives the server as an outside
-# client; Python's smtplib does too), then the Rust tests of every crate.
+# system packages the tests use (swaks and openssl s_client drive the
+# server as outside clients; Python's smtplib and poplib do too), then the
+# Rust tests of every crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""
