@@ -57,8 +57,9 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 # Filters switch. BENCH.md's reference work has every message pay a client IP
 # list match (check_client_access cidr:...) and a DNSBL lookup
 # (reject_rbl_client dnsbl.test=127.0.0.2) on top of the relay check. mxguard
-# does not implement them yet, and the comparison must be the same work on
-# both sides, so they are OFF (0). To turn them on later (1), both halves
+# has both ([access] blacklist_file, [[dnsbl]]; measured by conn-bench.sh),
+# but Postfix's DNSBL side cannot be run here (see below), and the comparison
+# must be the same work on both sides, so they are OFF (0). To turn them on later (1), both halves
 # must be completed together:
 #   - Postfix: the main.cf lines are written below (pf_write_config); what is
 #     missing is the DNS side. Postfix's resolver only speaks to port 53 and
