@@ -17,11 +17,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use hickory_resolver::TokioResolver;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::DnsHandle;
+use hickory_resolver::proto::op::{DnsRequestOptions, Query};
+use hickory_resolver::proto::rr::Name;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::{NameServerPool, PoolContext, TlsConfig, TokioResolver};
 use mxguard_config::DnsConfig;
 
 /// Answers kept by the resolver's cache (DNSBL and PTR answers of busy
@@ -54,6 +60,10 @@ pub struct Mx {
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    /// With `dns.nameservers` set, reverse lookups of loopback addresses go
+    /// to those servers too (SPEC §2): the resolver would otherwise answer
+    /// "localhost" itself (RFC 6761), so they take this direct path.
+    direct: Option<Arc<NameServerPool<TokioRuntimeProvider>>>,
 }
 
 fn classify(name: &str, kind: &'static str, e: NetError) -> DnsError {
@@ -78,36 +88,43 @@ fn fqdn(name: &str) -> String {
 impl Dns {
     /// Builds the resolver of `[dns]`.
     pub fn from_config(cfg: &DnsConfig) -> Result<Dns, NetError> {
-        let builder = if cfg.nameservers.is_empty() {
+        if cfg.nameservers.is_empty() {
             let mut b = TokioResolver::builder_tokio()?;
             b.options_mut().timeout = cfg.timeout;
             b.options_mut().cache_size = CACHE_SIZE;
-            b
-        } else {
-            let servers = cfg
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            let mut opts = ResolverOpts::default();
-            opts.timeout = cfg.timeout;
-            opts.cache_size = CACHE_SIZE;
-            opts.attempts = 1;
-            opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-            .with_options(opts)
-        };
+            return Ok(Dns {
+                resolver: b.build()?,
+                direct: None,
+            });
+        }
+        let servers: Vec<NameServerConfig> = cfg
+            .nameservers
+            .iter()
+            .map(|addr| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let mut opts = ResolverOpts::default();
+        opts.timeout = cfg.timeout;
+        opts.cache_size = CACHE_SIZE;
+        opts.attempts = 1;
+        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        let cx = Arc::new(PoolContext::new(opts.clone(), TlsConfig::new()?));
+        let direct =
+            NameServerPool::from_config(servers.clone(), cx, TokioRuntimeProvider::default());
+        let resolver = TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+        .with_options(opts)
+        .build()?;
         Ok(Dns {
-            resolver: builder.build()?,
+            resolver,
+            direct: Some(Arc::new(direct)),
         })
     }
 
@@ -172,24 +189,30 @@ impl Dns {
 
     /// The PTR names of an address (without trailing dots).
     pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        if let (Some(direct), true) = (&self.direct, canonical(ip).is_loopback()) {
+            return self.ptr_direct(direct, ip).await;
+        }
         let lookup = self
             .resolver
             .reverse_lookup(ip)
             .await
             .map_err(|e| classify(&ip.to_string(), "PTR", e))?;
-        let names: Vec<String> = lookup
-            .answers()
-            .iter()
-            .filter_map(|rec| match &rec.data {
-                RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_lowercase()),
-                _ => None,
-            })
-            .filter(|n| !n.is_empty())
-            .collect();
-        if names.is_empty() {
-            return Err(DnsError::NoRecords(ip.to_string(), "PTR"));
+        ptr_names(ip, lookup.answers())
+    }
+
+    /// A PTR query sent to the configured servers as it is.
+    async fn ptr_direct(
+        &self,
+        pool: &NameServerPool<TokioRuntimeProvider>,
+        ip: IpAddr,
+    ) -> Result<Vec<String>, DnsError> {
+        let query = Query::query(Name::from(canonical(ip)), RecordType::PTR);
+        let mut answers = pool.lookup(query, DnsRequestOptions::default());
+        match answers.next().await {
+            Some(Ok(resp)) => ptr_names(ip, &resp.answers),
+            Some(Err(e)) => Err(classify(&ip.to_string(), "PTR", e)),
+            None => Err(DnsError::Temporary(ip.to_string(), "no answer".into())),
         }
-        Ok(names)
     }
 
     /// Whether `name` resolves back to `ip` (forward-confirmed reverse DNS).
@@ -216,6 +239,25 @@ impl Dns {
             Err(e) => Err(DnsError::Temporary(query.to_string(), e.to_string())),
         }
     }
+}
+
+/// The names of PTR records (lowercase, without trailing dots).
+fn ptr_names(
+    ip: IpAddr,
+    answers: &[hickory_resolver::proto::rr::Record],
+) -> Result<Vec<String>, DnsError> {
+    let names: Vec<String> = answers
+        .iter()
+        .filter_map(|rec| match &rec.data {
+            RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_lowercase()),
+            _ => None,
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err(DnsError::NoRecords(ip.to_string(), "PTR"));
+    }
+    Ok(names)
 }
 
 /// IPv4-mapped IPv6 addresses compare as IPv4.
