@@ -38,6 +38,7 @@ mod iplist;
 mod locate;
 mod raw;
 mod resolved;
+mod router;
 mod units;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -47,6 +48,7 @@ use std::time::Duration;
 
 pub use iplist::{IpList, IpRange};
 pub use mxguard_proto::Reply;
+pub use router::{RelayPrefix, RouterRecord, RouterTarget, load_router, parse_router};
 pub use units::{format_duration, parse_duration, parse_size};
 
 /// An error found while reading the configuration.
@@ -82,7 +84,7 @@ pub enum ConfigError {
     /// address, CIDR or range`.
     #[error("{}", list_message(.path, *.line, .entry, .message))]
     List {
-        /// The IP list file.
+        /// The IP list (or router) file.
         path: PathBuf,
         /// 1-based line.
         line: usize,

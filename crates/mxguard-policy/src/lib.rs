@@ -12,6 +12,7 @@
 
 pub mod connect;
 pub mod recipient;
+pub mod router;
 pub mod sender;
 mod verdict;
 
