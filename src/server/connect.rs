@@ -137,7 +137,7 @@ pub(crate) async fn check_dns(
                 Err(e) => DnsblAnswer::Failed(e.to_string()),
             }
         });
-        futures_join_all(queries).await
+        futures_util::future::join_all(queries).await
     };
     let ptr = async {
         match dns.ptr(ip).await {
@@ -189,29 +189,6 @@ pub(crate) async fn check_dns(
         facts.score_reasons.push("ptr".into());
     }
     Ok(facts)
-}
-
-/// Runs futures concurrently and returns their outputs in order (a
-/// dynamic number of them, so `tokio::join!` does not fit).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futs.map(Box::pin).enumerate().collect();
-    let mut done: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                done[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
 
 /// `mxguard check-ip`: every list, ban, DNSBL answer and reverse DNS fact
