@@ -41,6 +41,19 @@ fn main() {
                 1
             }
         },
+        Command::Route {
+            address,
+            from,
+            auth,
+            config,
+        } => cli::route::run(
+            &cli::route::Query {
+                address,
+                from,
+                auth,
+            },
+            config,
+        ),
         Command::Reload { config } => match cli::queue::run(config, "reload") {
             Ok(()) => 0,
             Err(e) => {

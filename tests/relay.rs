@@ -794,7 +794,7 @@ fn domain_literals_off_refuses_them() {
 fn spoofing_authenticated_only_and_own_address_only() {
     let tmp = root();
     let sink = Sink::start("127.0.0.18", SinkMode::Accept);
-    let cfg = base(&sink).extra("[sender]\nspoofing = \"authenticated-only\"\n");
+    let cfg = base(&sink).sender_keys("spoofing = \"authenticated-only\"\n");
     let tls = start_tls(cfg, tmp.path());
     let server = &tls.server;
 

@@ -3,6 +3,7 @@
 pub mod check_config;
 pub mod passwd;
 pub mod queue;
+pub mod route;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,20 @@ pub enum Command {
     /// Show which lists, bans, DNSBL answers and reverse DNS apply to an address.
     CheckIp {
         ip: std::net::IpAddr,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show how an address is routed and whether it may be relayed, record
+    /// by record (like CommuniGate's router test); offline, without DNS.
+    Route {
+        /// The address, with or without <>.
+        address: String,
+        /// The client's IP address (default: any, taken as 0.0.0.0).
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
+        /// The account (address or alias) the client authenticated as.
+        #[arg(long)]
+        auth: Option<String>,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },

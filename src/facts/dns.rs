@@ -29,6 +29,7 @@ use hickory_resolver::proto::rr::Name;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig, TokioResolver};
 use mxguard_config::DnsConfig;
+use mxguard_policy::sender::DomainAnswer;
 
 /// Answers kept by the resolver's cache (DNSBL and PTR answers of busy
 /// clients are asked again and again).
@@ -158,6 +159,27 @@ impl Dns {
         }
         out.sort_by_key(|m| m.preference);
         Ok(out)
+    }
+
+    /// Whether a return path's domain can receive mail (RFC 2505 §2.9,
+    /// `sender.verify_domain`): an MX, or else an A or AAAA record
+    /// (RFC 5321 §5.1's implicit MX); a lone null MX (RFC 7505) says it
+    /// takes none.
+    pub async fn mail_domain(&self, domain: &str) -> DomainAnswer {
+        let temporary = |e: DnsError| match e {
+            DnsError::NoDomain(_) => DomainAnswer::NoSuchDomain,
+            DnsError::NoRecords(..) => DomainAnswer::NoRecords,
+            DnsError::Temporary(_, why) => DomainAnswer::Unavailable(why),
+        };
+        match self.mx(domain).await {
+            Ok(mx) if mx.iter().all(|m| m.exchange == ".") => DomainAnswer::NullMx,
+            Ok(_) => DomainAnswer::MailServers,
+            Err(DnsError::NoRecords(..)) => match self.ips(domain).await {
+                Ok(_) => DomainAnswer::MailServers,
+                Err(e) => temporary(e),
+            },
+            Err(e) => temporary(e),
+        }
     }
 
     /// The IPv4 and IPv6 addresses of a host.

@@ -31,7 +31,7 @@ use crate::facts::dns::Dns;
 pub struct ControlCtx {
     pub delivery: DeliveryHandle,
     pub store: Arc<dyn StateStore>,
-    pub config: Arc<Config>,
+    pub config: Arc<super::LiveConfig>,
     pub dns: Dns,
     pub tls: Option<Arc<super::tls::TlsState>>,
 }
@@ -140,7 +140,7 @@ pub async fn serve(listener: UnixListener, ctx: ControlCtx, mut stop: watch::Rec
                         Ok(_) => match parse_request(line.trim()) {
                             Ok(Request::Queue(c)) => ctx.delivery.control(c).await,
                             Ok(Request::Reload) => reload(&ctx.config, ctx.tls.as_deref()),
-                            Ok(req) => answer(req, &*ctx.store, &ctx.config, &ctx.dns).await,
+                            Ok(req) => answer(req, &*ctx.store, &ctx.config.get(), &ctx.dns).await,
                             Err(e) => format!("error: {e}\n"),
                         },
                         Err(e) => format!("error: {e}\n"),
@@ -154,30 +154,100 @@ pub async fn serve(listener: UnixListener, ctx: ControlCtx, mut stop: watch::Rec
     }
 }
 
-/// `mxguard reload` and SIGHUP: reads the configuration file again and
-/// puts a renewed TLS certificate and key in service (sessions already
-/// open keep theirs). Other settings take effect at the next restart.
-pub fn reload(config: &Config, tls: Option<&super::tls::TlsState>) -> String {
-    let fresh = match Config::load(&config.path) {
+/// `mxguard reload` and SIGHUP: reads the configuration file (and the
+/// files it names: router table, IP lists) again and puts it in service
+/// for new sessions; sessions already open keep theirs. A renewed TLS
+/// certificate and key are taken too. Settings fixed when the server
+/// started (listeners, data_dir, the DNS resolver, the delivery worker's)
+/// are named in the answer as needing a restart. A configuration with an
+/// error changes nothing.
+pub fn reload(live: &super::LiveConfig, tls: Option<&super::tls::TlsState>) -> String {
+    let old = live.get();
+    let fresh = match Config::load(&old.path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "reload refused: the configuration has an error");
+            tracing::warn!(error = %e, "reload refused: the configuration has an error; the running one stays");
             return format!("error: {e}\n");
         }
     };
-    match (tls, &fresh.tls) {
-        (Some(state), Some(t)) => match state.reload(t) {
-            Ok(()) => {
-                tracing::info!(certificate = %t.certificate.display(), "reload: TLS certificate reloaded");
-                "reloaded: TLS certificate and key; other settings apply at the next restart\n"
-                    .into()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reload: the new certificate cannot be used; the old one stays");
-                format!("error: {e:#}\n")
-            }
-        },
-        _ => "reloaded: nothing to renew (no [tls]); other settings apply at the next restart\n"
-            .into(),
+    if let (Some(state), Some(t)) = (tls, &fresh.tls)
+        && let Err(e) = state.reload(t)
+    {
+        tracing::warn!(error = %e, "reload refused: the new certificate cannot be used; the running configuration stays");
+        return format!("error: {e:#}\n");
     }
+    let restart = restart_only_changes(&old, &fresh);
+    let records = fresh.router.records.len();
+    live.set(std::sync::Arc::new(fresh));
+    let mut answer =
+        format!("reloaded: configuration for new sessions (router table: {records} records)");
+    if tls.is_some() {
+        answer.push_str("; TLS certificate and key");
+    }
+    if restart.is_empty() {
+        tracing::info!(router_records = records, "reload: configuration in service");
+    } else {
+        let list = restart.join(", ");
+        tracing::warn!(router_records = records, restart_needed = %list,
+            "reload: configuration in service; some changed settings apply at the next restart");
+        answer.push_str(&format!(
+            "; changed but applied only at the next restart: {list}"
+        ));
+    }
+    answer.push('\n');
+    answer
+}
+
+/// The changed settings that the running server cannot take without a
+/// restart: sockets, the queue, the resolver, the delivery worker and the
+/// protocol settings fixed in each listener.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let checks: [(&'static str, bool); 12] = [
+        ("listener", old.listeners != new.listeners),
+        (
+            "server.data_dir",
+            old.server.data_dir != new.server.data_dir,
+        ),
+        (
+            "server.hostname",
+            old.server.hostname != new.server.hostname,
+        ),
+        (
+            "server.max_message_size",
+            old.server.max_message_size != new.server.max_message_size,
+        ),
+        ("smtp", old.smtp != new.smtp),
+        ("dns", old.dns != new.dns),
+        ("queue", old.queue != new.queue),
+        (
+            "relay.smarthost/routes/mx_port",
+            old.relay.smarthost != new.relay.smarthost
+                || old.relay.routes != new.relay.routes
+                || old.relay.mx_port != new.relay.mx_port,
+        ),
+        (
+            "relay.pop_before_smtp",
+            old.relay.pop_before_smtp != new.relay.pop_before_smtp
+                || old.relay.pop_before_smtp_max != new.relay.pop_before_smtp_max,
+        ),
+        (
+            "limits.max_errors",
+            old.limits.max_errors != new.limits.max_errors,
+        ),
+        (
+            "recipient.max_per_message",
+            old.recipient.max_per_message != new.recipient.max_per_message,
+        ),
+        (
+            "tls (added or removed)",
+            old.tls.is_some() != new.tls.is_some(),
+        ),
+    ];
+    for (name, changed) in checks {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
 }

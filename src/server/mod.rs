@@ -16,8 +16,8 @@ pub mod tls;
 pub mod trace;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -35,13 +35,39 @@ use mxguard_store::{EmbeddedStore, StateStore};
 /// How long sessions in flight may take to finish once a stop is asked.
 pub const GRACE: Duration = Duration::from_secs(30);
 
-/// Hard cap on recipients per transaction (RFC 5321 §4.5.3.1.8 asks for at
-/// least 100).
-const MAX_RECIPIENTS: usize = 1000;
+/// The configuration in service. `mxguard reload` replaces it whole; each
+/// session keeps the one it started with.
+pub struct LiveConfig {
+    current: RwLock<Arc<Config>>,
+}
+
+impl LiveConfig {
+    pub fn new(config: Arc<Config>) -> LiveConfig {
+        LiveConfig {
+            current: RwLock::new(config),
+        }
+    }
+
+    /// The configuration new sessions start with.
+    pub fn get(&self) -> Arc<Config> {
+        // A poisoned lock still holds a whole Arc: the last one set.
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, config: Arc<Config>) {
+        match self.current.write() {
+            Ok(mut c) => *c = config,
+            Err(p) => *p.into_inner() = config,
+        }
+    }
+}
 
 /// What every connection of one listener shares.
 pub(crate) struct ListenerCtx {
-    pub config: Arc<Config>,
+    pub config: Arc<LiveConfig>,
     pub role: Role,
     pub session: Arc<SessionConfig>,
     pub queue: Queue,
@@ -58,6 +84,7 @@ pub(crate) struct ListenerCtx {
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: Arc<Config>,
+    live: Arc<LiveConfig>,
     listeners: Vec<(TcpListener, Arc<ListenerCtx>)>,
     queue: Queue,
     delivery: Delivery,
@@ -113,13 +140,14 @@ impl Server {
             )),
             None => None,
         };
+        let live = Arc::new(LiveConfig::new(config.clone()));
         let delivery = Delivery::start(config.clone(), queue.clone(), pending, own, dns.clone())?;
         let mut listeners = Vec::new();
         for (listener, role) in bound {
             let session = Arc::new(SessionConfig {
                 hostname: config.server.hostname.clone(),
                 max_message_size: config.server.max_message_size,
-                max_recipients: MAX_RECIPIENTS,
+                max_recipients: config.recipient.max_per_message,
                 vrfy: match config.smtp.vrfy {
                     VrfyMode::Ambiguous => VrfyPolicy::Ambiguous,
                     VrfyMode::Off => VrfyPolicy::Off,
@@ -136,7 +164,7 @@ impl Server {
                 max_errors: Some(config.limits.max_errors),
             });
             let ctx = Arc::new(ListenerCtx {
-                config: config.clone(),
+                config: live.clone(),
                 role,
                 session,
                 queue: queue.clone(),
@@ -151,6 +179,7 @@ impl Server {
         }
         Ok(Server {
             config,
+            live,
             listeners,
             queue,
             delivery,
@@ -187,12 +216,12 @@ impl Server {
         let control_ctx = control::ControlCtx {
             delivery: self.delivery.handle(),
             store: self.store.clone(),
-            config: self.config.clone(),
+            config: self.live.clone(),
             dns: self.dns.clone(),
             tls: self.tls.clone(),
         };
         let hup_task = tokio::spawn(reload_on_sighup(
-            self.config.clone(),
+            self.live.clone(),
             self.tls.clone(),
             stop_rx.clone(),
         ));
@@ -221,7 +250,7 @@ impl Server {
 
 /// SIGHUP does what `mxguard reload` does.
 async fn reload_on_sighup(
-    config: Arc<Config>,
+    config: Arc<LiveConfig>,
     tls: Option<Arc<tls::TlsState>>,
     mut stop: watch::Receiver<bool>,
 ) {

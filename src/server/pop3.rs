@@ -128,7 +128,8 @@ pub(crate) async fn serve(
     id: String,
     ctx: Arc<ListenerCtx>,
 ) {
-    let cfg = &ctx.config;
+    let config = ctx.config.get();
+    let cfg = &*config;
     // The same gate as SMTP's: bans (password guessers), the blacklist,
     // clients_only and the connection limits.
     let (_counted, total, from_ip) = ctx.conns.open(peer.ip());
@@ -291,7 +292,8 @@ impl Conn {
     /// the session closes after three failures (the POP3 session's rule),
     /// and the address is banned for `limits.auto_ban`.
     fn ban_guesser(&self) {
-        let limits = &self.ctx.config.limits;
+        let config = self.ctx.config.get();
+        let limits = &config.limits;
         let Some(ban) = limits.auto_ban else { return };
         if self.whitelisted || self.failures < 3 {
             return;
@@ -311,7 +313,8 @@ impl Conn {
     }
 
     async fn login(&mut self, user: &str, password: &str) -> Result<Vec<Pop3Message>, String> {
-        let cfg = &self.ctx.config;
+        let config = self.ctx.config.get();
+        let cfg = &*config;
         let account = auth::find_account(cfg, user);
         let good = match account.and_then(|a| a.password.as_ref()) {
             Some(secret) => {

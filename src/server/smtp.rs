@@ -20,9 +20,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use mxguard_config::{Role, Secret};
+use mxguard_config::{Config, Role, Secret};
 use mxguard_policy::recipient::{Client, Route, route_recipient};
-use mxguard_policy::sender::check_sender;
+use mxguard_policy::sender::{SenderCheck, check_sender, judge_sender_domain};
 use mxguard_proto::smtp::{AuthMechanism, Decision, Event, Output, Password, Session, TimeoutKind};
 use mxguard_proto::{Path, Reply};
 use mxguard_queue::{Body, Envelope, Recipient, Target, new_queue_id};
@@ -61,6 +61,9 @@ struct Conn {
     id: String,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
+    /// The configuration this session started with (a reload does not
+    /// change the rules in the middle of a session).
+    cfg: Arc<Config>,
     helo: String,
     esmtp: bool,
     sender: Option<String>,
@@ -79,6 +82,9 @@ struct Conn {
     account: Option<String>,
     /// The address the client connected to (for `user@[IP]`).
     local_ip: std::net::IpAddr,
+    /// A recipient of this transaction is a spam trap (the address and the
+    /// router line): the message is refused whole at the end of DATA.
+    spamtrap: Option<(String, usize)>,
 }
 
 /// The state of the read/write loop that outlives a STARTTLS upgrade.
@@ -98,7 +104,8 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let cfg = &ctx.config;
+    let config = ctx.config.get();
+    let cfg = &*config;
     let ip = peer.ip();
     let (_counted, total, from_ip) = ctx.conns.open(ip);
     let whitelisted = match connect::check_lists_and_limits(cfg, &*ctx.store, ip, total, from_ip) {
@@ -138,6 +145,7 @@ pub(crate) async fn serve(
         id,
         peer,
         ctx: ctx.clone(),
+        cfg: config.clone(),
         helo: String::new(),
         esmtp: false,
         sender: None,
@@ -150,6 +158,7 @@ pub(crate) async fn serve(
         tls: false,
         account: None,
         local_ip,
+        spamtrap: None,
     };
     let mut io = Io {
         wbuf: Vec::with_capacity(1024),
@@ -348,7 +357,7 @@ impl Conn {
         match e {
             Event::Helo { name, extended } => {
                 if !self.facts.whitelisted
-                    && let Err(r) = check_helo(&self.ctx.config, &name, self.peer.ip())
+                    && let Err(r) = check_helo(&self.cfg, &name, self.peer.ip())
                 {
                     tracing::info!(session = %self.id, client = %self.peer.ip(), helo = %name,
                         check = r.verdict.check.as_str(), reason = %r.verdict.reason, reply = %r.verdict.reply,
@@ -368,9 +377,7 @@ impl Conn {
             Event::Mail { from, .. } => {
                 self.reset();
                 let address = from.map(|p| p.mailbox.to_string());
-                let cfg = self.ctx.config.clone();
-                let client = self.client(&cfg, None);
-                if let Err(v) = check_sender(&cfg, address.as_deref(), &client) {
+                if let Err(v) = self.check_mail(address.as_deref()).await {
                     tracing::info!(
                         session = %self.id, client = %self.peer.ip(), helo = %self.helo,
                         from = address.as_deref().unwrap_or(""), check = v.check.as_str(), reason = %v.reason,
@@ -423,7 +430,7 @@ impl Conn {
         login: String,
         password: Password,
     ) -> Decision {
-        let cfg = self.ctx.config.clone();
+        let cfg = self.cfg.clone();
         let account = auth::find_account(&cfg, &login)
             .and_then(|a| a.password.clone().map(|p| (a.address.clone(), p)));
         let (address, secret) = match account {
@@ -459,7 +466,7 @@ impl Conn {
     /// `limits.auto_ban`: a client dropped for too many errors is refused
     /// for a while, on every listener and across restarts.
     fn ban_if_abusive(&self, errors: u32) {
-        let cfg = &self.ctx.config;
+        let cfg = &self.cfg;
         let (Some(ban), false) = (cfg.limits.auto_ban, self.facts.whitelisted) else {
             return;
         };
@@ -482,6 +489,64 @@ impl Conn {
         self.sender = None;
         self.recipients.clear();
         self.message = None;
+        self.spamtrap = None;
+    }
+
+    /// MAIL FROM: the checks of `[sender]` and the router, then (when
+    /// `sender.verify_domain` asks for it) the DNS of the domain.
+    async fn check_mail(&self, address: Option<&str>) -> Result<(), Verdict> {
+        let cfg = self.cfg.clone();
+        let client = self.client(&cfg, None);
+        match check_sender(&cfg, address, &client)? {
+            SenderCheck::Accept => Ok(()),
+            SenderCheck::VerifyDomain(domain) => {
+                let answer = self.ctx.dns.mail_domain(&domain).await;
+                judge_sender_domain(&cfg, address.unwrap_or(""), &domain, &answer)
+            }
+        }
+    }
+
+    /// Whether this client is one of ours (never banned for a spam trap).
+    fn is_trusted(&self) -> bool {
+        self.facts.whitelisted
+            || self.account.is_some()
+            || self.cfg.is_relay_client(self.peer.ip())
+            || self
+                .ctx
+                .pop_auth
+                .recent(self.peer.ip(), std::time::Instant::now())
+    }
+
+    /// The end of DATA of a message with a spam trap among its recipients:
+    /// nobody gets it (SPEC §4), and the client may be banned
+    /// (`router.spamtrap_ban`).
+    async fn refuse_spamtrap(&mut self, trap: &str, line: usize) -> Decision {
+        self.discard_spool().await;
+        let reply = Reply::fixed(550, 5, 7, 1, "Message refused: a recipient is a spam trap");
+        let ip = self.peer.ip();
+        tracing::info!(
+            session = %self.id, client = %ip, helo = %self.helo, from = %self.sender_shown(),
+            rcpt = %trap, recipients = self.recipients.len() + 1, check = "spamtrap",
+            reason = %format!("{trap} is a spam trap (router line {line})"), reply = %reply,
+            "DATA refused (spamtrap)"
+        );
+        self.recipients.clear();
+        self.sender = None;
+        self.policy_refusal = true;
+        if let Some(ban) = self.cfg.router.spamtrap_ban
+            && !self.is_trusted()
+        {
+            let until = connect::now_secs() + ban.as_secs();
+            let reason = format!("sent to the spam trap {trap}");
+            match self.ctx.store.ban(&ip.to_string(), until, &reason) {
+                Ok(()) => tracing::info!(session = %self.id, client = %ip, check = "spamtrap",
+                    ban = ?ban, "client banned"),
+                Err(e) => {
+                    tracing::warn!(session = %self.id, client = %ip, error = %e, "cannot record the ban")
+                }
+            }
+        }
+        Decision::Reject(reply)
     }
 
     async fn append(&mut self, chunk: &[u8]) {
@@ -542,13 +607,14 @@ impl Conn {
                 .ctx
                 .pop_auth
                 .recent(self.peer.ip(), std::time::Instant::now()),
+            whitelisted: self.facts.whitelisted,
             sender,
         }
     }
 
     fn rcpt(&mut self, to: Path) -> Decision {
         let shown = to.mailbox.to_string();
-        let cfg = self.ctx.config.clone();
+        let cfg = self.cfg.clone();
         let client = self.client(&cfg, self.sender.as_deref().filter(|s| !s.is_empty()));
         match route_recipient(&cfg, &to, &client) {
             Ok(Route::Local(local)) => {
@@ -562,13 +628,27 @@ impl Conn {
                 ));
                 Decision::Accept(None)
             }
-            Ok(Route::Relay(reason)) => {
+            Ok(Route::Relay { address, reason }) => {
                 tracing::info!(
                     session = %self.id, client = %self.peer.ip(), helo = %self.helo, from = %self.sender_shown(),
-                    rcpt = %shown, check = "relay", account = self.account.as_deref().unwrap_or(""),
+                    rcpt = %shown, to = %address, check = "relay", account = self.account.as_deref().unwrap_or(""),
                     "RCPT OK ({})", reason.as_str()
                 );
-                self.recipients.push(Recipient::new(shown, Target::Remote));
+                self.recipients
+                    .push(Recipient::new(address, Target::Remote));
+                Decision::Accept(None)
+            }
+            Ok(Route::SpamTrap { line }) => {
+                // Accepted for now: the spammer learns nothing before the
+                // message is refused whole at the end of DATA.
+                tracing::info!(
+                    session = %self.id, client = %self.peer.ip(), helo = %self.helo, from = %self.sender_shown(),
+                    rcpt = %shown, check = "spamtrap", line,
+                    "RCPT to a spam trap: the message will be refused"
+                );
+                if self.spamtrap.is_none() {
+                    self.spamtrap = Some((shown, line));
+                }
                 Decision::Accept(None)
             }
             Err(v) => {
@@ -585,7 +665,7 @@ impl Conn {
 
     fn verify(&mut self, arg: &str) -> Decision {
         let addr = arg.trim().trim_start_matches('<').trim_end_matches('>');
-        match self.ctx.config.account_for(addr) {
+        match self.cfg.account_for(addr) {
             Some(a) => Decision::Accept(Some(Reply::fixed(
                 250,
                 2,
@@ -604,7 +684,7 @@ impl Conn {
 
     fn start_message(&mut self) {
         self.queue_id = new_queue_id();
-        let cfg = &self.ctx.config;
+        let cfg = &self.cfg;
         let single = (self.recipients.len() == 1).then(|| self.recipients[0].address.as_str());
         let header = trace::received_header(&ReceivedFacts {
             helo: &self.helo,
@@ -633,7 +713,7 @@ impl Conn {
         if no_id {
             extra.push_str(&format!(
                 "Message-ID: <{}@{}>\r\n",
-                self.queue_id, self.ctx.config.server.hostname
+                self.queue_id, self.cfg.server.hostname
             ));
         }
         if no_date {
@@ -648,6 +728,9 @@ impl Conn {
     }
 
     async fn commit(&mut self, size: u64) -> Decision {
+        if let Some((trap, line)) = self.spamtrap.take() {
+            return self.refuse_spamtrap(&trap, line).await;
+        }
         let body = match self.message.take() {
             Some(Spool::Memory(mut m)) => {
                 self.complete_submission(&mut m);

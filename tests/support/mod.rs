@@ -55,6 +55,11 @@ pub struct ConfigBuilder {
     /// Raw TOML keys written inside `[domains]` (after `local`, `catchall`
     /// and `relay_to`).
     pub domains_extra: String,
+    /// Raw TOML keys written inside `[sender]`.
+    pub sender_extra: String,
+    /// Keep `sender.verify_domain` on (the server's default). Off unless
+    /// asked: most tests send from domains that no test DNS knows.
+    pub verify_sender_domain: bool,
 }
 
 impl ConfigBuilder {
@@ -105,6 +110,19 @@ impl ConfigBuilder {
     /// `domain_literals = false`. Calls accumulate.
     pub fn domains_keys(mut self, toml: &str) -> Self {
         push_lines(&mut self.domains_extra, toml);
+        self
+    }
+
+    /// Raw TOML keys written inside `[sender]`, e.g. `spoofing =
+    /// "authenticated-only"`. Calls accumulate.
+    pub fn sender_keys(mut self, toml: &str) -> Self {
+        push_lines(&mut self.sender_extra, toml);
+        self
+    }
+
+    /// Leaves `sender.verify_domain` at its default (on).
+    pub fn verify_sender_domain(mut self) -> Self {
+        self.verify_sender_domain = true;
         self
     }
 
@@ -235,6 +253,11 @@ impl ConfigBuilder {
             }
         }
         self.outbound.render_sections(&mut s);
+        s.push_str("\n[sender]\n");
+        if !self.verify_sender_domain {
+            s.push_str("verify_domain = false\n");
+        }
+        s.push_str(&self.sender_extra);
         s.push_str(&self.extra);
         s
     }

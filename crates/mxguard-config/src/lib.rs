@@ -44,6 +44,7 @@ mod units;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use iplist::{IpList, IpRange};
@@ -141,6 +142,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[sender]`: who may use which `MAIL FROM` address.
     pub sender: SenderConfig,
+    /// `[recipient]`: recipient bans and the per-message limit.
+    pub recipient: RecipientConfig,
+    /// `[router]`: the router table.
+    pub router: RouterConfig,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
@@ -605,7 +610,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[sender]`: checks on the `MAIL FROM` address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SenderConfig {
     /// `spoofing`: who may use a `MAIL FROM` address in a local domain.
     /// Default [`Spoofing::Anyone`].
@@ -614,6 +619,19 @@ pub struct SenderConfig {
     /// session's `MAIL FROM` must be the account's address, one of its
     /// aliases, or the null sender `<>`.
     pub own_address_only: bool,
+    /// `verify_domain`: the return path's domain must be local, known to
+    /// the router, or have an MX, A or AAAA record (RFC 2505 §2.9).
+    /// Default true.
+    pub verify_domain: bool,
+    /// `unknown_domain_reply`: the reply when the return path's domain
+    /// does not exist. Default `450 4.1.8 Sender address rejected: Domain
+    /// not found`.
+    pub unknown_domain_reply: Reply,
+    /// `ban`: address patterns refused as `MAIL FROM` (`*` matches any
+    /// run of characters), lowercased; a pattern without `@` is `*@` it.
+    pub ban: Vec<String>,
+    /// `exclude`: local parts refused from given client addresses.
+    pub exclude: Vec<SenderExclude>,
 }
 
 impl Default for SenderConfig {
@@ -621,6 +639,74 @@ impl Default for SenderConfig {
         SenderConfig {
             spoofing: Spoofing::Anyone,
             own_address_only: true,
+            verify_domain: true,
+            unknown_domain_reply: Reply::fixed(
+                450,
+                4,
+                1,
+                8,
+                "Sender address rejected: Domain not found",
+            ),
+            ban: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// One `sender.exclude` entry (Isode's sender-excludes): a `MAIL FROM`
+/// whose local part matches `local_part` is refused from `hosts`.
+#[derive(Clone, Debug)]
+pub struct SenderExclude {
+    pub hosts: IpList,
+    pub local_part: regex::Regex,
+}
+
+impl PartialEq for SenderExclude {
+    fn eq(&self, other: &Self) -> bool {
+        self.hosts == other.hosts && self.local_part.as_str() == other.local_part.as_str()
+    }
+}
+
+impl Eq for SenderExclude {}
+
+/// `[recipient]`: checks on `RCPT TO` addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientConfig {
+    /// `ban`: address patterns refused as recipients, like `sender.ban`.
+    pub ban: Vec<String>,
+    /// `max_per_message`: recipients one transaction may have (more get
+    /// 452 4.5.3). Default 1000; RFC 5321 §4.5.3.1.8 asks for at least 100.
+    pub max_per_message: usize,
+}
+
+impl Default for RecipientConfig {
+    fn default() -> Self {
+        RecipientConfig {
+            ban: Vec::new(),
+            max_per_message: 1000,
+        }
+    }
+}
+
+/// `[router]`: the router table (SPEC §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// `file`: where the table was read from (relative paths are relative
+    /// to the configuration's directory).
+    pub file: Option<PathBuf>,
+    /// The table, in file order; empty without `file`.
+    pub records: Arc<Vec<RouterRecord>>,
+    /// `spamtrap_ban`: how long a client that sends to a spam trap is
+    /// refused; `None` (`"0s"`) bans no one. Default one hour.
+    pub spamtrap_ban: Option<Duration>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            file: None,
+            records: Arc::new(Vec::new()),
+            spamtrap_ban: Some(Duration::from_secs(3600)),
         }
     }
 }

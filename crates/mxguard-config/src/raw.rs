@@ -35,6 +35,8 @@ pub(crate) struct RawConfig {
     pub dnsbls: Option<Spanned<Vec<Spanned<RawDnsbl>>>>,
     pub limits: Option<Spanned<RawLimits>>,
     pub sender: Option<Spanned<RawSender>>,
+    pub recipient: Option<Spanned<RawRecipient>>,
+    pub router: Option<Spanned<RawRouter>>,
 }
 
 /// `[server]`
@@ -188,6 +190,34 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawSender {
     pub spoofing: Option<Spanned<String>>,
     pub own_address_only: Option<Spanned<bool>>,
+    pub verify_domain: Option<Spanned<bool>>,
+    pub unknown_domain_reply: Option<Spanned<String>>,
+    pub ban: Option<Spanned<Vec<Spanned<String>>>>,
+    pub exclude: Option<Spanned<Vec<Spanned<RawSenderExclude>>>>,
+}
+
+/// One entry of `sender.exclude`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSenderExclude {
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub local_part: Option<Spanned<String>>,
+}
+
+/// `[recipient]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecipient {
+    pub ban: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_per_message: Option<Spanned<toml::Value>>,
+}
+
+/// `[router]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouter {
+    pub file: Option<Spanned<String>>,
+    pub spamtrap_ban: Option<Spanned<toml::Value>>,
 }
 
 /// Keys that the specification of mxguard defines but this version does not
@@ -198,8 +228,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "recipient",
-            "router",
             "filter",
             "scoring",
             "greylist",
@@ -210,10 +238,6 @@ pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("server", &["admin_password"]),
-    (
-        "sender",
-        &["verify_domain", "unknown_domain_reply", "ban", "exclude"],
-    ),
     ("smtp", &["etrn"]),
     (
         "limits",

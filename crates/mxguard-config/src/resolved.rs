@@ -14,11 +14,12 @@ use crate::iplist::{self, IpRange};
 use crate::locate::{self, Segment};
 use crate::raw::{self, RawConfig};
 use crate::units::{parse_duration, parse_size};
+
+mod rules;
 use crate::{
     AccessConfig, Account, Config, ConfigError, DEFAULT_DNSBL_REPLY, DnsConfig, DnsblConfig,
     DomainsConfig, ExpnMode, IpList, LimitsConfig, ListenerConfig, NextHop, PtrMode, QueueConfig,
-    RelayConfig, Reply, Role, Secret, SenderConfig, ServerConfig, SmtpConfig, Spoofing, TlsConfig,
-    VrfyMode,
+    RelayConfig, Reply, Role, Secret, ServerConfig, SmtpConfig, TlsConfig, VrfyMode,
 };
 
 const DEFAULT_DATA_DIR: &str = "./data";
@@ -144,7 +145,9 @@ impl Cx<'_> {
         let queue = self.queue(raw.queue, &mut warnings)?;
         let dnsbl = self.dnsbls(raw.dnsbls, &mut warnings)?;
         let limits = self.limits(raw.limits, &mut warnings)?;
-        let sender = self.sender(raw.sender)?;
+        let sender = self.sender(raw.sender, &mut warnings)?;
+        let recipient = self.recipient(raw.recipient, &mut warnings)?;
+        let router = self.router(raw.router, &mut warnings)?;
 
         let forward_from_set: HashSet<String> = relay.forward_from.iter().cloned().collect();
         let local_set: HashSet<String> = local.iter().cloned().collect();
@@ -226,6 +229,8 @@ impl Cx<'_> {
             dnsbl,
             limits,
             sender,
+            recipient,
+            router,
             account_index,
             local_set,
             relay_to_set,
@@ -330,31 +335,6 @@ impl Cx<'_> {
             ));
         }
         Ok((enabled, out))
-    }
-
-    fn sender(&self, raw: Option<Spanned<raw::RawSender>>) -> Result<SenderConfig, ConfigError> {
-        let mut sender = SenderConfig::default();
-        let Some(raw) = raw else {
-            return Ok(sender);
-        };
-        let raw = raw.into_inner();
-        if let Some(mode) = &raw.spoofing {
-            let text = mode.get_ref();
-            sender.spoofing = Spoofing::ALL
-                .into_iter()
-                .find(|s| s.as_str() == text)
-                .ok_or_else(|| {
-                    self.error(
-                        mode.span(),
-                        "sender.spoofing",
-                        format!("expected one of: {SPOOFING_MODES}, got {text:?}"),
-                    )
-                })?;
-        }
-        if let Some(only) = &raw.own_address_only {
-            sender.own_address_only = *only.get_ref();
-        }
-        Ok(sender)
     }
 
     fn relay(

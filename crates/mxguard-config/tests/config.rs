@@ -403,7 +403,7 @@ fn errors_in_the_sample() {
             "[dns]",
             "[greylist]\nenabled = true\n[dns]",
             "17:2: greylist",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender)",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router)",
         ),
         (
             "hide_client_ip = false",
@@ -2863,33 +2863,58 @@ fn sender_errors() {
         ),
         (
             "own_address_only = true",
-            "own_address_only = true\nverify_domain = true",
-            "mxguard.toml:81:1: sender.verify_domain: unknown key: not supported by this version of mxguard (expected one of: spoofing, own_address_only)",
+            "own_address_only = true\nverify_domain = \"yes\"",
+            "mxguard.toml:81:17: sender.verify_domain: expected a boolean (true or false), got string \"yes\"",
         ),
         (
             "own_address_only = true",
-            "own_address_only = true\nunknown_domain_reply = \"450 4.1.8 x\"",
-            "mxguard.toml:81:1: sender.unknown_domain_reply: unknown key: not supported by this version of mxguard",
+            "own_address_only = true\nunknown_domain_reply = \"250 2.0.0 fine\"",
+            "mxguard.toml:81:24: sender.unknown_domain_reply: expected a reply like \"554 5.7.1 Access denied\", got \"250 2.0.0 fine\" (250 is not a refusal",
         ),
         (
             "own_address_only = true",
-            "own_address_only = true\nban = []",
-            "mxguard.toml:81:1: sender.ban: unknown key: not supported by this version of mxguard",
+            "own_address_only = true\nban = [\"*@ok.test\", \"two words\"]",
+            "mxguard.toml:81:21: sender.ban[1]: expected an address pattern like \"*@spam.test\" or \"promo*@bigcorp.test\", got \"two words\"",
         ),
         (
             "own_address_only = true",
-            "own_address_only = true\nexclude = []",
-            "mxguard.toml:81:1: sender.exclude: unknown key: not supported by this version of mxguard",
+            "own_address_only = true\nexclude = [ { hosts = [\"10.0.0.0/33\"], local_part = \"^1\" } ]",
+            "mxguard.toml:81:24: sender.exclude[0].hosts[0]: \"10.0.0.0/33\":",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nexclude = [ { hosts = [\"10.0.0.0/8\"], local_part = \"(\" } ]",
+            "mxguard.toml:81:52: sender.exclude[0].local_part: not a valid regular expression",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\nexclude = [ { hosts = [\"10.0.0.0/8\"] } ]",
+            "mxguard.toml:81:13: sender.exclude[0].local_part: missing",
         ),
         (
             "own_address_only = true",
             "own_address_only = true\nspoof = \"anyone\"",
-            "mxguard.toml:81:1: sender.spoof: unknown key (expected one of: spoofing, own_address_only)",
+            "mxguard.toml:81:1: sender.spoof: unknown key (expected one of: spoofing, own_address_only, verify_domain, unknown_domain_reply, ban, exclude)",
         ),
         (
             "own_address_only = true",
-            "own_address_only = true\n[recipient]\nmax_per_message = 100",
-            "mxguard.toml:81:2: recipient: unknown key: not supported by this version of mxguard",
+            "own_address_only = true\n[recipient]\nmax_per_message = 0",
+            "mxguard.toml:82:19: recipient.max_per_message: must be greater than 0",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[recipient]\nban = [\"<x@y.test>\"]",
+            "mxguard.toml:82:8: recipient.ban[0]: expected an address pattern",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[router]\nfile = \"no-such-router.txt\"",
+            "mxguard.toml:82:8: router.file: cannot read the router table no-such-router.txt:",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[router]\nspamtrap_ban = \"forever\"",
+            "mxguard.toml:82:16: router.spamtrap_ban: expected a duration",
         ),
     ];
     let mut failures = Vec::new();
@@ -2903,4 +2928,85 @@ fn sender_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `[router] file` is read relative to the configuration's directory; a bad
+/// line is an error naming the router file and its line; the address rules
+/// resolve with their defaults and lints.
+#[test]
+fn router_file_and_address_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("mxguard.toml");
+    let router = dir.path().join("router.txt");
+    std::fs::write(
+        &router,
+        "; test table\n<joe@example.test> = joe@other.test\n<misterx@example.test> = spamtrap\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{MINIMAL}\n[router]\nfile = \"router.txt\"\nspamtrap_ban = \"0s\"\n\
+         [sender]\nunknown_domain_reply = \"550 5.1.8 Sender domain unknown\"\n\
+         ban = [\"Spam.Test\", \"*\"]\n\
+         exclude = [ {{ hosts = [\"198.51.100.0/24\"], local_part = \"^[0-9]+$\" }} ]\n\
+         [recipient]\nban = [\"*@competitor.test\"]\nmax_per_message = 50\n"
+    );
+    std::fs::write(&config_path, &text).unwrap();
+    let cfg = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.router.file.as_deref(), Some(router.as_path()));
+    assert_eq!(cfg.router.records.len(), 2);
+    assert_eq!(cfg.router.records[1].line, 3);
+    assert_eq!(cfg.router.spamtrap_ban, None);
+    assert!(cfg.sender.verify_domain, "on by default");
+    assert_eq!(
+        cfg.sender.unknown_domain_reply.to_string(),
+        "550 5.1.8 Sender domain unknown"
+    );
+    assert_eq!(cfg.sender.ban, vec!["*@spam.test", "*@*"]);
+    assert_eq!(cfg.sender.exclude.len(), 1);
+    assert!(
+        cfg.sender.exclude[0]
+            .hosts
+            .contains("198.51.100.9".parse().unwrap())
+    );
+    assert!(cfg.sender.exclude[0].local_part.is_match("12345"));
+    assert_eq!(cfg.recipient.ban, vec!["*@competitor.test"]);
+    assert_eq!(cfg.recipient.max_per_message, 50);
+    let warnings = cfg.warnings().join("\n");
+    assert!(
+        warnings.contains("sender.unknown_domain_reply: a 5xx"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("sender.ban[1]: \"*\" matches every address"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("recipient.max_per_message: 50 is below the 100"),
+        "{warnings}"
+    );
+
+    // defaults without the sections
+    let plain = Config::parse(MINIMAL, Path::new("mxguard.toml")).unwrap();
+    assert!(plain.router.records.is_empty() && plain.router.file.is_none());
+    assert_eq!(
+        plain.router.spamtrap_ban,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(
+        plain.sender.unknown_domain_reply.to_string(),
+        "450 4.1.8 Sender address rejected: Domain not found"
+    );
+    assert_eq!(plain.recipient.max_per_message, 1000);
+
+    // a bad router line names the router file and the line
+    std::fs::write(
+        &router,
+        "; ok\n<joe@example.test> = joe@other.test\nBogus:<a@b.test> = c@d.test\n",
+    )
+    .unwrap();
+    let e = Config::load(&config_path).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}:3: ", router.display())) && e.contains("unknown prefix"),
+        "{e}"
+    );
 }

@@ -11,9 +11,13 @@
 //!   it is refused (unknown user, relay denied).
 
 pub mod connect;
+pub mod pattern;
 pub mod recipient;
 pub mod router;
 pub mod sender;
 mod verdict;
+
+#[cfg(test)]
+mod rules_tests;
 
 pub use verdict::{CheckId, Verdict};

@@ -21,8 +21,10 @@
 use std::net::IpAddr;
 
 use mxguard_config::{Account, Config};
-use mxguard_proto::Path;
+use mxguard_proto::{Mailbox, Path};
 
+use crate::pattern;
+use crate::router::{RouteEnd, RouteLoop, RouteStep, route};
 use crate::{CheckId, Verdict};
 
 /// How a local recipient was found.
@@ -54,6 +56,8 @@ pub struct LocalRecipient {
 /// Why a recipient outside our domains may be relayed (SPEC §5 wording).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayReason {
+    /// The router table set the "may relay" marker (`Relay:`, `RelayAll:`).
+    Router,
     /// The domain is in `domains.relay_to`.
     RelayTo,
     /// The client's address is in `relay.clients`.
@@ -72,6 +76,7 @@ impl RelayReason {
     /// The text of the log line: `RCPT OK (relay_to allowed)`.
     pub fn as_str(self) -> &'static str {
         match self {
+            RelayReason::Router => "router allows relaying",
             RelayReason::RelayTo => "relay_to allowed",
             RelayReason::ClientAddress => "client address",
             RelayReason::Authenticated => "authenticated channel",
@@ -86,10 +91,20 @@ impl RelayReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Local(LocalRecipient),
-    Relay(RelayReason),
+    /// To another server, as `address` (the address after routing, as it
+    /// goes in the next RCPT TO).
+    Relay {
+        address: String,
+        reason: RelayReason,
+    },
+    /// A spam trap (router line `line`): the RCPT is accepted, the message
+    /// is refused whole at the end of DATA.
+    SpamTrap {
+        line: usize,
+    },
 }
 
-/// What is known of the client when it gives RCPT TO.
+/// What is known of the client when it gives MAIL FROM or RCPT TO.
 #[derive(Clone, Copy, Debug)]
 pub struct Client<'a> {
     pub ip: IpAddr,
@@ -99,6 +114,8 @@ pub struct Client<'a> {
     pub account: Option<&'a Account>,
     /// Its address logged in over POP3 for a `mobile` account lately.
     pub recent_pop: bool,
+    /// It is in `access.whitelist`.
+    pub whitelisted: bool,
     /// The MAIL FROM address (`None` for `<>`).
     pub sender: Option<&'a str>,
 }
@@ -111,6 +128,7 @@ impl<'a> Client<'a> {
             local_ip: ip,
             account: None,
             recent_pop: false,
+            whitelisted: false,
             sender: None,
         }
     }
@@ -121,8 +139,8 @@ fn domain_of(address: &str) -> &str {
 }
 
 /// Whether `user@[IP]` names this server (`domains.domain_literals`).
-fn is_our_literal(cfg: &Config, to: &Path, client: &Client<'_>) -> bool {
-    match to.mailbox.domain_literal_ip() {
+fn is_our_literal(cfg: &Config, mb: &Mailbox, client: &Client<'_>) -> bool {
+    match mb.domain_literal_ip() {
         Some(ip) => {
             cfg.domains.domain_literals
                 && (ip == client.local_ip || cfg.domains.literal_addresses.contains(&ip))
@@ -131,86 +149,184 @@ fn is_our_literal(cfg: &Config, to: &Path, client: &Client<'_>) -> bool {
     }
 }
 
-/// Decides one RCPT TO.
+/// The address the router and the accounts see: the local part unquoted,
+/// `user@[one of our addresses]` and the bare `<Postmaster>` read in the
+/// first local domain. `None` when that domain is needed and there is none.
+pub fn address_for_routing(cfg: &Config, mb: &Mailbox, client: &Client<'_>) -> Option<String> {
+    let local = mb.local_part_unquoted();
+    if mb.is_bare_postmaster() || is_our_literal(cfg, mb, client) {
+        return cfg.domains.local.first().map(|d| format!("{local}@{d}"));
+    }
+    Some(format!("{local}@{}", mb.domain))
+}
+
+/// Decides one RCPT TO: the recipient bans, then the router table, then
+/// the accounts (a local domain) or the relay decision (any other).
 pub fn route_recipient(cfg: &Config, to: &Path, client: &Client<'_>) -> Result<Route, Verdict> {
     let mb = &to.mailbox;
-    if to.route.is_empty() && is_our_literal(cfg, to, client) {
-        // user@[our address] is user@ our first local domain.
-        let Some(domain) = cfg.domains.local.first() else {
-            return Err(relay_denied(&mb.to_string()));
-        };
-        let mut local = to.clone();
-        local.mailbox.domain = domain.clone();
-        return local_recipient(cfg, &local).map(Route::Local);
+    let shown = mb.to_string();
+    // A source route names hosts to pass the message through: never
+    // followed (RFC 5321 §3.3 lets a server refuse them).
+    if !to.route.is_empty() {
+        return Err(relay_denied(&shown));
     }
-    let remote = to.route.is_empty()
-        && !mb.is_bare_postmaster()
-        && mb.domain_literal_ip().is_none()
-        && !mb.domain.starts_with('[')
-        && !cfg.is_local_domain(&mb.domain);
-    if remote {
-        // Only the plain form of an address is relayed: a percent hack or a
-        // bang path in the local part would let a permission to relay be
-        // bent into routing through a third party, so refuse those too.
-        let local = mb.local_part_unquoted();
-        if local.contains(['%', '!', '@']) {
-            return Err(relay_denied(&mb.to_string()));
-        }
-        let reason = if cfg.is_relay_to_domain(&mb.domain) {
-            Some(RelayReason::RelayTo)
-        } else if cfg.is_relay_client(client.ip) {
-            Some(RelayReason::ClientAddress)
-        } else if client.account.is_some_and(|a| a.relay) {
-            Some(RelayReason::Authenticated)
-        } else if client.recent_pop {
-            Some(RelayReason::RecentPop)
-        } else if client
-            .sender
-            .is_some_and(|s| cfg.is_forward_from_domain(domain_of(s)))
-        {
-            Some(RelayReason::ForwardFrom)
-        } else if !cfg.relay.relay_for_clients_only {
-            Some(RelayReason::OpenRelay)
-        } else {
-            None
-        };
-        if let Some(r) = reason {
-            return Ok(Route::Relay(r));
-        }
-        // CommuniGate's mobile-user rule: one of our own users on the road.
-        if client.account.is_none() && client.sender.is_some_and(|s| cfg.account_for(s).is_some()) {
+    let Some(address) = address_for_routing(cfg, mb, client) else {
+        return Err(relay_denied(&shown));
+    };
+    if let Some(p) = pattern::first_match(&cfg.recipient.ban, &address) {
+        return Err(Verdict::refuse(
+            550,
+            (5, 7, 1),
+            &format!("<{shown}>: Recipient address rejected: banned"),
+            CheckId::RecipientBan,
+            format!("{address} matches recipient.ban {p:?}"),
+        ));
+    }
+    let routed = route(&cfg.router.records, &address).map_err(|e| routing_loop(&address, &e))?;
+    match routed.end {
+        RouteEnd::Error { line } => {
             return Err(Verdict::refuse(
-                450,
-                (4, 7, 1),
-                "Relay access denied: try to authenticate first",
-                CheckId::Relay,
+                550,
+                (5, 7, 1),
+                &format!("<{shown}>: Recipient address rejected"),
+                CheckId::Router,
                 format!(
-                    "{} is not local and the client is not allowed to relay; the sender {} is a local account that did not log in",
-                    mb,
-                    client.sender.unwrap_or("")
+                    "{address} routes to error (router line {line}){}",
+                    steps_text(&routed.steps)
                 ),
             ));
         }
+        RouteEnd::SpamTrap { line } => return Ok(Route::SpamTrap { line }),
+        RouteEnd::Address => {}
     }
-    local_recipient(cfg, to).map(Route::Local)
+    // Unrouted addresses keep the client's spelling (local parts may be
+    // case-sensitive elsewhere); routed ones are the table's.
+    let (final_local, domain) = match routed.address.rsplit_once('@') {
+        Some((l, d)) if !routed.steps.is_empty() => (l.to_string(), d.to_string()),
+        _ => match address.rsplit_once('@') {
+            Some((l, d)) => (l.to_string(), d.to_string()),
+            None => (address.clone(), String::new()),
+        },
+    };
+    if cfg.is_local_domain(&domain) {
+        return local_recipient(cfg, &final_local, &domain, &shown).map(Route::Local);
+    }
+    let next = if routed.steps.is_empty() {
+        shown.clone()
+    } else {
+        format!("{}@{domain}", quote_local_part(&final_local))
+    };
+    if domain.is_empty() || domain.starts_with('[') {
+        return Err(relay_denied(&next));
+    }
+    if routed.may_relay {
+        return Ok(Route::Relay {
+            address: next,
+            reason: RelayReason::Router,
+        });
+    }
+    // Only the plain form of an address is relayed: a percent hack or a
+    // bang path in the local part would let a permission to relay be bent
+    // into routing through a third party. Only RelayAll: allows those.
+    if final_local.contains(['%', '!', '@']) {
+        return Err(relay_denied(&next));
+    }
+    let reason = if cfg.is_relay_to_domain(&domain) {
+        Some(RelayReason::RelayTo)
+    } else if cfg.is_relay_client(client.ip) {
+        Some(RelayReason::ClientAddress)
+    } else if client.account.is_some_and(|a| a.relay) {
+        Some(RelayReason::Authenticated)
+    } else if client.recent_pop {
+        Some(RelayReason::RecentPop)
+    } else if client
+        .sender
+        .is_some_and(|s| cfg.is_forward_from_domain(domain_of(s)))
+    {
+        Some(RelayReason::ForwardFrom)
+    } else if !cfg.relay.relay_for_clients_only {
+        Some(RelayReason::OpenRelay)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Ok(Route::Relay {
+            address: next,
+            reason,
+        });
+    }
+    // CommuniGate's mobile-user rule: one of our own users on the road.
+    if client.account.is_none() && client.sender.is_some_and(|s| cfg.account_for(s).is_some()) {
+        return Err(Verdict::refuse(
+            450,
+            (4, 7, 1),
+            "Relay access denied: try to authenticate first",
+            CheckId::Relay,
+            format!(
+                "{next} is not local and the client is not allowed to relay; the sender {} is a local account that did not log in",
+                client.sender.unwrap_or("")
+            ),
+        ));
+    }
+    Err(relay_denied(&next))
 }
 
-/// Decides a recipient that must be local.
-fn local_recipient(cfg: &Config, to: &Path) -> Result<LocalRecipient, Verdict> {
-    let mb = &to.mailbox;
-    let domain = if mb.is_bare_postmaster() {
-        match cfg.domains.local.first() {
-            Some(d) => d.clone(),
-            None => return Err(relay_denied(&mb.to_string())),
-        }
-    } else {
-        mb.domain.clone()
-    };
-    let shown = format!("{}@{}", mb.local_part, domain);
-    if !to.route.is_empty() || !cfg.is_local_domain(&domain) {
-        return Err(relay_denied(&shown));
+/// ` (via line 2: a -> b, ...)` for log lines; empty without steps.
+pub fn steps_text(steps: &[RouteStep]) -> String {
+    if steps.is_empty() {
+        return String::new();
     }
-    let local = mb.local_part_unquoted();
+    let list: Vec<String> = steps
+        .iter()
+        .map(|s| format!("line {}: {} -> {}", s.line, s.from, s.to))
+        .collect();
+    format!(" (via {})", list.join(", "))
+}
+
+/// The router sends an address round in circles: the table needs fixing,
+/// so the client may try again later (4xx), and the loop is logged.
+pub fn routing_loop(address: &str, e: &RouteLoop) -> Verdict {
+    Verdict::refuse(
+        451,
+        (4, 4, 6),
+        "Routing loop detected; try again later",
+        CheckId::Router,
+        format!("{address}: {e}"),
+    )
+}
+
+/// A local part as it must be written in an address: as is when it is a
+/// dot-atom (RFC 5321 §4.1.2), quoted otherwise.
+fn quote_local_part(local: &str) -> String {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+    if dot_atom {
+        return local.to_string();
+    }
+    let mut out = String::with_capacity(local.len() + 2);
+    out.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Decides a recipient in a local domain: an account, an alias of one, or
+/// the domain's catchall.
+fn local_recipient(
+    cfg: &Config,
+    local: &str,
+    domain: &str,
+    shown: &str,
+) -> Result<LocalRecipient, Verdict> {
     let address = format!("{local}@{domain}");
     if let Some(account) = cfg.account_for(&address) {
         let via = if account.address.eq_ignore_ascii_case(&address) {
@@ -223,18 +339,23 @@ fn local_recipient(cfg: &Config, to: &Path) -> Result<LocalRecipient, Verdict> {
             via,
         });
     }
-    if let Some(account) = cfg.catchall_for(&domain).and_then(|t| cfg.account_for(t)) {
+    if let Some(account) = cfg.catchall_for(domain).and_then(|t| cfg.account_for(t)) {
         return Ok(LocalRecipient {
             mailbox: account.address.clone(),
             via: Via::Catchall,
         });
     }
+    let also = if shown.eq_ignore_ascii_case(&address) {
+        String::new()
+    } else {
+        format!(" (routed to {address})")
+    };
     Err(Verdict::refuse(
         550,
         (5, 1, 1),
         &format!("<{shown}>: Recipient address rejected: no such user here"),
         CheckId::UnknownUser,
-        format!("no account, alias or catchall for {address}"),
+        format!("no account, alias or catchall for {address}{also}"),
     ))
 }
 
@@ -254,6 +375,13 @@ fn relay_denied(shown: &str) -> Verdict {
 mod tests {
     use super::*;
     use mxguard_proto::address::parse_path;
+
+    fn reason(r: Result<Route, Verdict>) -> Option<RelayReason> {
+        match r {
+            Ok(Route::Relay { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
 
     const CONFIG: &str = r#"
 [server]
@@ -320,7 +448,7 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
                 route_recipient(&cfg, &path, &Client::at("192.0.2.1".parse().unwrap())).map(|r| {
                     match r {
                         Route::Local(l) => l,
-                        Route::Relay(_) => panic!("{input}: relayed"),
+                        other => panic!("{input}: {other:?}"),
                     }
                 });
             match (got, want) {
@@ -368,16 +496,16 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             )
         };
         assert_eq!(
-            route("<x@backup.test>", stranger),
-            Ok(Route::Relay(RelayReason::RelayTo))
+            reason(route("<x@backup.test>", stranger)),
+            Some(RelayReason::RelayTo)
         );
         assert_eq!(
-            route("<x@Backup.Test>", stranger),
-            Ok(Route::Relay(RelayReason::RelayTo))
+            reason(route("<x@Backup.Test>", stranger)),
+            Some(RelayReason::RelayTo)
         );
         assert_eq!(
-            route("<x@far.test>", client),
-            Ok(Route::Relay(RelayReason::ClientAddress))
+            reason(route("<x@far.test>", client)),
+            Some(RelayReason::ClientAddress)
         );
         assert_eq!(
             route("<x@far.test>", stranger).unwrap_err().check,
@@ -424,8 +552,8 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             )
         };
         assert_eq!(
-            route("<x@far.test>", Some(joe)),
-            Ok(Route::Relay(RelayReason::Authenticated))
+            reason(route("<x@far.test>", Some(joe))),
+            Some(RelayReason::Authenticated)
         );
         assert_eq!(RelayReason::Authenticated.as_str(), "authenticated channel");
         // without relay = true: local recipients only
@@ -471,8 +599,8 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             ..base
         };
         assert_eq!(
-            route("<x@far.test>", &pop),
-            Ok(Route::Relay(RelayReason::RecentPop))
+            reason(route("<x@far.test>", &pop)),
+            Some(RelayReason::RecentPop)
         );
         // forward_from
         let fwd = Client {
@@ -480,8 +608,8 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
             ..base
         };
         assert_eq!(
-            route("<x@far.test>", &fwd),
-            Ok(Route::Relay(RelayReason::ForwardFrom))
+            reason(route("<x@far.test>", &fwd)),
+            Some(RelayReason::ForwardFrom)
         );
         // a stranger sending as one of our accounts is told to log in
         let local_sender = Client {
@@ -520,8 +648,8 @@ aliases = ["Joseph@example.test", "postmaster@example.test"]
         );
         let cfg = Config::parse(&open, std::path::Path::new("t.toml")).unwrap();
         assert_eq!(
-            route_recipient(&cfg, &path("<x@far.test>"), &base),
-            Ok(Route::Relay(RelayReason::OpenRelay))
+            reason(route_recipient(&cfg, &path("<x@far.test>"), &base)),
+            Some(RelayReason::OpenRelay)
         );
         // with domain_literals = false, our literal is not local
         let nolit = CONFIG.replace("[[account]]", "domain_literals = false\n[[account]]");

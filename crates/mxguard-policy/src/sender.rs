@@ -10,7 +10,11 @@
 use mxguard_config::{Config, Spoofing};
 use mxguard_proto::address::parse_mailbox;
 
-use crate::recipient::Client;
+use mxguard_proto::Reply;
+
+use crate::pattern;
+use crate::recipient::{Client, routing_loop, steps_text};
+use crate::router::{RouteEnd, route};
 use crate::{CheckId, Verdict};
 
 /// The address as the accounts know it: quotes removed, and `user@[IP]`
@@ -30,12 +34,161 @@ fn canonical(cfg: &Config, from: &str, client: &Client<'_>) -> String {
     }
 }
 
-/// Decides a MAIL FROM. `from` is `None` for `<>`. A client that logged
+/// What a MAIL FROM still needs once the checks without network pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SenderCheck {
+    /// Nothing: accept it.
+    Accept,
+    /// `sender.verify_domain`: ask the DNS whether this domain (lowercase)
+    /// can receive mail, then decide with [`judge_sender_domain`].
+    VerifyDomain(String),
+}
+
+/// What the DNS says of a return path's domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainAnswer {
+    /// It has an MX record, or (without MX) an A or AAAA record.
+    MailServers,
+    /// Its only MX is the null MX of RFC 7505 ("0 .").
+    NullMx,
+    /// NXDOMAIN: the name does not exist.
+    NoSuchDomain,
+    /// The name exists but has no MX, A nor AAAA record.
+    NoRecords,
+    /// No answer: a timeout, SERVFAIL, a refused query (the reason).
+    Unavailable(String),
+}
+
+/// Decides a MAIL FROM, in this order: the null sender is always taken
+/// (RFC 2505 §2 6a); `sender.ban`; `sender.exclude`; the router table (an
+/// address routed to `error` is refused); `[sender] spoofing` and
+/// `own_address_only`; then, for clients that neither authenticated nor
+/// are trusted (`relay.clients`, `access.whitelist`), whether the domain
+/// must be checked in the DNS (`sender.verify_domain`): not when it is
+/// local, a domain literal, or known to the router. A client that logged
 /// in over POP3 lately (POP-before-SMTP) counts as authenticated here.
-pub fn check_sender(cfg: &Config, from: Option<&str>, client: &Client<'_>) -> Result<(), Verdict> {
-    let Some(raw) = from else { return Ok(()) };
+pub fn check_sender(
+    cfg: &Config,
+    from: Option<&str>,
+    client: &Client<'_>,
+) -> Result<SenderCheck, Verdict> {
+    let Some(raw) = from else {
+        return Ok(SenderCheck::Accept);
+    };
     let from = canonical(cfg, raw, client);
     let from = from.as_str();
+    let (local, domain) = from.rsplit_once('@').unwrap_or((from, ""));
+    if let Some(p) = pattern::first_match(&cfg.sender.ban, from) {
+        return Err(Verdict::refuse(
+            550,
+            (5, 7, 1),
+            &format!("<{raw}>: Sender address rejected: banned"),
+            CheckId::SenderBan,
+            format!("{from} matches sender.ban {p:?}"),
+        ));
+    }
+    if let Some((i, e)) = cfg
+        .sender
+        .exclude
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.hosts.contains(client.ip) && e.local_part.is_match(local))
+    {
+        return Err(Verdict::refuse(
+            550,
+            (5, 7, 1),
+            &format!("<{raw}>: Sender address rejected: not accepted from your network"),
+            CheckId::SenderExclude,
+            format!(
+                "the local part {local:?} matches sender.exclude[{i}] {:?} and {} is in its hosts",
+                e.local_part.as_str(),
+                client.ip
+            ),
+        ));
+    }
+    let routed = route(&cfg.router.records, from).map_err(|e| routing_loop(from, &e))?;
+    if let RouteEnd::Error { line } = routed.end {
+        return Err(Verdict::refuse(
+            550,
+            (5, 7, 1),
+            &format!("<{raw}>: Sender address rejected"),
+            CheckId::Router,
+            format!(
+                "the sender {from} routes to error (router line {line}){}",
+                steps_text(&routed.steps)
+            ),
+        ));
+    }
+    check_spoofing(cfg, from, client)?;
+    let trusted = client.account.is_some()
+        || client.recent_pop
+        || client.whitelisted
+        || cfg.is_relay_client(client.ip);
+    let known = cfg.is_local_domain(domain)
+        || domain.starts_with('[')
+        || !routed.steps.is_empty()
+        || routed.end != RouteEnd::Address;
+    if !cfg.sender.verify_domain || trusted || known || domain.is_empty() {
+        return Ok(SenderCheck::Accept);
+    }
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    Ok(SenderCheck::VerifyDomain(domain.to_ascii_lowercase()))
+}
+
+/// Decides a return path whose domain was looked up for
+/// `sender.verify_domain`. A domain that does not exist gets
+/// `sender.unknown_domain_reply` (4xx unless the administrator chose 5xx,
+/// RFC 2505 §2.9); a DNS failure always gets 451 4.4.3, never a 5xx
+/// (RFC 2505 §4).
+pub fn judge_sender_domain(
+    cfg: &Config,
+    from: &str,
+    domain: &str,
+    answer: &DomainAnswer,
+) -> Result<(), Verdict> {
+    let (reply, reason) = match answer {
+        DomainAnswer::MailServers => return Ok(()),
+        DomainAnswer::NullMx => (
+            // RFC 7505 §4.2: a domain that declares it takes no mail.
+            Reply::fixed(
+                550,
+                5,
+                7,
+                27,
+                &format!("<{from}>: Sender address rejected: {domain} accepts no mail (null MX)"),
+            ),
+            format!("{domain} publishes a null MX (RFC 7505)"),
+        ),
+        DomainAnswer::NoSuchDomain => (
+            cfg.sender.unknown_domain_reply.clone(),
+            format!("{domain} does not exist (NXDOMAIN)"),
+        ),
+        DomainAnswer::NoRecords => (
+            cfg.sender.unknown_domain_reply.clone(),
+            format!("{domain} has no MX, A nor AAAA record"),
+        ),
+        DomainAnswer::Unavailable(why) => (
+            Reply::fixed(
+                451,
+                4,
+                4,
+                3,
+                &format!(
+                    "<{from}>: Sender address rejected: cannot check {domain} now; try again later"
+                ),
+            ),
+            format!("cannot look up {domain}: {why}"),
+        ),
+    };
+    Err(Verdict {
+        reply,
+        check: CheckId::SenderDomain,
+        reason,
+    })
+}
+
+/// `[sender] spoofing` and `own_address_only`.
+fn check_spoofing(cfg: &Config, from: &str, client: &Client<'_>) -> Result<(), Verdict> {
     let (client_ip, account) = (client.ip, client.account);
     if let Some(a) = account
         && cfg.sender.own_address_only

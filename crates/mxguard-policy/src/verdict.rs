@@ -31,11 +31,24 @@ pub enum CheckId {
     ConnectionLimit,
     /// `limits.max_errors` failed commands in one session.
     TooManyErrors,
+    /// The router table sends the address to `error`, or round in a loop.
+    Router,
+    /// A recipient is a spam trap: the message is refused whole.
+    SpamTrap,
+    /// The `MAIL FROM` matches a `sender.ban` pattern.
+    SenderBan,
+    /// The `RCPT TO` matches a `recipient.ban` pattern.
+    RecipientBan,
+    /// A `sender.exclude` entry refuses this local part from this client.
+    SenderExclude,
+    /// `sender.verify_domain`: the return path's domain has no mail
+    /// server, does not exist, or cannot be checked now.
+    SenderDomain,
 }
 
 impl CheckId {
     /// Every check, for counters that must exist before they first count.
-    pub const ALL: [CheckId; 13] = [
+    pub const ALL: [CheckId; 19] = [
         CheckId::UnknownUser,
         CheckId::Relay,
         CheckId::Spoofing,
@@ -49,6 +62,12 @@ impl CheckId {
         CheckId::EarlyTalker,
         CheckId::ConnectionLimit,
         CheckId::TooManyErrors,
+        CheckId::Router,
+        CheckId::SpamTrap,
+        CheckId::SenderBan,
+        CheckId::RecipientBan,
+        CheckId::SenderExclude,
+        CheckId::SenderDomain,
     ];
 
     /// The name in logs and counters: `"relay"`, `"dnsbl"`, ...
@@ -67,6 +86,12 @@ impl CheckId {
             CheckId::EarlyTalker => "early_talker",
             CheckId::ConnectionLimit => "connection_limit",
             CheckId::TooManyErrors => "too_many_errors",
+            CheckId::Router => "router",
+            CheckId::SpamTrap => "spamtrap",
+            CheckId::SenderBan => "sender_ban",
+            CheckId::RecipientBan => "recipient_ban",
+            CheckId::SenderExclude => "sender_exclude",
+            CheckId::SenderDomain => "sender_domain",
         }
     }
 }
@@ -116,6 +141,12 @@ mod tests {
             "early_talker",
             "connection_limit",
             "too_many_errors",
+            "router",
+            "spamtrap",
+            "sender_ban",
+            "recipient_ban",
+            "sender_exclude",
+            "sender_domain",
         ];
         let got: Vec<&str> = CheckId::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(got, want);

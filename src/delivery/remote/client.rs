@@ -1108,7 +1108,8 @@ mod tests {
             "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"{}\"\n\
              \n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
              \n[domains]\nlocal = [\"example.test\"]\n\
-             \n[[account]]\naddress = \"joe@example.test\"\n",
+             \n[[account]]\naddress = \"joe@example.test\"\n\
+             \n[sender]\nverify_domain = false\n",
             dir.join("data").display()
         );
         let config = mxguard_config::Config::parse(&toml, &dir.join("mxguard.toml"))
