@@ -891,7 +891,7 @@ auto_ban = "1h"
     server
         .logs
         .wait_for(&["client banned", &client_field("127.0.0.80")], LOG_WAIT);
-    let banned_reply = "421 4.7.1 Too many errors from your address; try again later";
+    let banned_reply = "421 4.7.1 Your address is temporarily banned; try again later";
     expect_refused(&server, "127.0.0.80", banned_reply, "ban");
     // Another address is fine.
     let c = expect_banner(&server, "127.0.0.81");

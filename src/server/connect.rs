@@ -98,15 +98,15 @@ pub(crate) fn check_lists_and_limits(
     total: usize,
     from_ip: usize,
 ) -> Result<bool, Verdict> {
-    let banned = match store.banned(ip, now_secs()) {
-        Ok(b) => b.is_some(),
+    let ban = match store.banned(ip, now_secs()) {
+        Ok(b) => b,
         Err(e) => {
             // Fail open: a store problem must not stop mail.
             tracing::warn!(client = %ip, error = %e, "ban lookup failed; treating as not banned");
-            false
+            None
         }
     };
-    if check_lists(cfg, ip, banned)? == ListResult::Whitelisted {
+    if check_lists(cfg, ip, ban.as_ref().map(|b| b.reason.as_str()))? == ListResult::Whitelisted {
         return Ok(true);
     }
     check_connection_limits(cfg, total, from_ip)?;

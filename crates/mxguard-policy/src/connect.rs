@@ -48,19 +48,20 @@ pub enum ListResult {
 }
 
 /// The list checks, in order: whitelist (wins over everything), an active
-/// ban (`banned`, from the state store), `access.blacklist`, then
-/// `relay.clients_only`.
-pub fn check_lists(cfg: &Config, ip: IpAddr, banned: bool) -> Result<ListResult, Verdict> {
+/// ban (`ban`: its reason, from the state store), `access.blacklist`, then
+/// `relay.clients_only`. A ban's reason goes to the log only: it may name
+/// a spam trap the client must not learn of.
+pub fn check_lists(cfg: &Config, ip: IpAddr, ban: Option<&str>) -> Result<ListResult, Verdict> {
     if cfg.is_whitelisted(ip) {
         return Ok(ListResult::Whitelisted);
     }
-    if banned {
+    if let Some(why) = ban {
         return Err(Verdict::refuse(
             421,
             (4, 7, 1),
-            "Too many errors from your address; try again later",
+            "Your address is temporarily banned; try again later",
             CheckId::Banned,
-            format!("{ip} is banned (limits.auto_ban or a manual ban)"),
+            format!("{ip} is banned: {why}"),
         ));
     }
     let ip_text = ip.to_string();

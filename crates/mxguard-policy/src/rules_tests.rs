@@ -386,3 +386,68 @@ fn sender_bans_and_excludes() {
     // <> stays untouched
     assert_eq!(mail(&cfg, None, &there), Ok(SenderCheck::Accept));
 }
+
+mod properties {
+    //! Routing terminates, within the loop limit, for any table and any
+    //! address; RCPT TO and MAIL FROM decisions never panic on them.
+
+    use super::*;
+    use crate::router::{MAX_HOPS, route};
+    use proptest::prelude::*;
+
+    /// A side of a record: local parts and domains from a small alphabet
+    /// (so that records often match each other), with wildcards.
+    fn side() -> impl Strategy<Value = String> {
+        "[ab*%!]{0,3}@[xy*]{1,2}\\.test"
+    }
+
+    fn domain_side() -> impl Strategy<Value = String> {
+        "[xy*]{1,2}\\.test"
+    }
+
+    /// One router line: an address or domain record with any prefix and
+    /// any target.
+    fn record() -> impl Strategy<Value = String> {
+        let prefix = prop_oneof![
+            Just(""),
+            Just("Relay:"),
+            Just("NoRelay:"),
+            Just("RelayAll:")
+        ];
+        let address =
+            (prefix.clone(), side(), side()).prop_map(|(p, l, r)| format!("{p}<{l}> = {r}"));
+        let domain = (prefix.clone(), domain_side(), domain_side())
+            .prop_map(|(p, l, r)| format!("{p}{l} = {r}"));
+        let end = (prefix, side(), prop_oneof![Just("error"), Just("spamtrap")])
+            .prop_map(|(p, l, t)| format!("{p}<{l}> = {t}"));
+        prop_oneof![4 => address, 2 => domain, 1 => end]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn routing_terminates(lines in proptest::collection::vec(record(), 1..8),
+                              address in "[ab%!]{1,3}@[xy]{1,2}\\.test") {
+            // Lines the parser refuses (more `*` on the right) are skipped,
+            // as an administrator would be told of them.
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let kept: Vec<_> = text
+                .lines()
+                .filter(|l| parse_router(l, FsPath::new("r")).is_ok())
+                .collect();
+            let table = parse_router(&kept.join("\n"), FsPath::new("r")).unwrap();
+            match route(&table, &address) {
+                Ok(r) => prop_assert!(r.steps.len() <= MAX_HOPS),
+                Err(e) => prop_assert!(e.steps.len() <= MAX_HOPS + 1),
+            }
+            let mut cfg = config("");
+            cfg.router.records = Arc::new(table);
+            let s = Client::at(stranger());
+            if let Ok(Some(path)) = parse_path(&format!("<{address}>"), false) {
+                let _ = route_recipient(&cfg, &path, &s);
+            }
+            let _ = check_sender(&cfg, Some(&address), &s);
+        }
+    }
+}

@@ -125,7 +125,7 @@ whitelist = ["198.51.100.1"]
         ),
     ];
     for (cfg, addr, banned, want) in cases {
-        let got = check_lists(cfg, ip(addr), *banned);
+        let got = check_lists(cfg, ip(addr), banned.then_some("3 errors in one session"));
         let got_s = got
             .as_ref()
             .map(|r| *r == ListResult::Whitelisted)
@@ -136,14 +136,20 @@ whitelist = ["198.51.100.1"]
             "{addr} banned={banned}: got {got:?}, want {want:?}"
         );
     }
-    let v = check_lists(&cfg, ip("203.0.113.9"), false).unwrap_err();
+    let v = check_lists(&cfg, ip("203.0.113.9"), None).unwrap_err();
     assert_eq!(v.reply.text(), "go away [203.0.113.9]");
     assert!(v.reason.contains("access.blacklist"), "{}", v.reason);
-    let v = check_lists(&cfg, ip("192.0.2.1"), true).unwrap_err();
+    let v = check_lists(
+        &cfg,
+        ip("192.0.2.1"),
+        Some("sent to the spam trap x@example.test"),
+    )
+    .unwrap_err();
     assert_eq!(
         v.reply.text(),
-        "Too many errors from your address; try again later"
+        "Your address is temporarily banned; try again later"
     );
+    assert!(v.reason.contains("sent to the spam trap"), "{}", v.reason);
 }
 
 #[test]
