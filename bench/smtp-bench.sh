@@ -395,6 +395,11 @@ local = ["example.test"]
 [limits]
 max_connections = 10000
 connections_per_ip = 10000
+
+# Postfix's restrictions here have no reject_unknown_sender_domain, and this
+# machine has no DNS for client.test: compare without the sender's DNS check.
+[sender]
+verify_domain = false
 EOF
         if [[ $BENCH_WORK == relay ]]; then
             # an IP literal as smarthost: no DNS query

@@ -209,7 +209,7 @@ fn client_line(cfg: &Config, from: Option<IpAddr>, client: &Client<'_>) -> Strin
 /// The router's steps, the final address and the relay marker.
 fn trace(out: &mut String, cfg: &Config, address: &str) {
     let records: &[RouterRecord] = &cfg.router.records;
-    let (steps, result) = match route(records, address) {
+    let (steps, result) = match route(&cfg.router.records, address) {
         Ok(r) => (r.steps.clone(), Ok(r)),
         Err(e) => (e.steps.clone(), Err(e)),
     };

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 pub use iplist::{IpList, IpRange};
 pub use mxguard_proto::Reply;
-pub use router::{RelayPrefix, RouterRecord, RouterTarget, load_router, parse_router};
+pub use router::{RelayPrefix, RouterRecord, RouterTable, RouterTarget, load_router, parse_router};
 pub use units::{format_duration, parse_duration, parse_size};
 
 /// An error found while reading the configuration.
@@ -695,7 +695,7 @@ pub struct RouterConfig {
     /// to the configuration's directory).
     pub file: Option<PathBuf>,
     /// The table, in file order; empty without `file`.
-    pub records: Arc<Vec<RouterRecord>>,
+    pub records: Arc<RouterTable>,
     /// `spamtrap_ban`: how long a client that sends to a spam trap is
     /// refused; `None` (`"0s"`) bans no one. Default one hour.
     pub spamtrap_ban: Option<Duration>,
@@ -705,7 +705,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             file: None,
-            records: Arc::new(Vec::new()),
+            records: Arc::new(RouterTable::default()),
             spamtrap_ban: Some(Duration::from_secs(3600)),
         }
     }

@@ -17,6 +17,7 @@
 //! The file is the administrator's, but it is parsed defensively: a bad
 //! line is an error naming the file and line, never a panic.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::ConfigError;
@@ -145,6 +146,83 @@ pub fn parse_router(text: &str, path: &Path) -> Result<Vec<RouterRecord>, Config
         });
     }
     Ok(out)
+}
+
+/// A parsed router table, indexed: records without `*` are found by a hash
+/// lookup, and address records with `*` only in the local part are filed
+/// under their domain, so a table of thousands of aliases costs a few hash
+/// lookups an address instead of a scan. Only records with `*` in the
+/// domain are tried one by one. Dereferences to the records in file order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterTable {
+    records: Vec<RouterRecord>,
+    /// Address records without `*`: the address -> the first record's index.
+    exact_address: HashMap<String, usize>,
+    /// Domain records without `*`: the domain -> the first record's index.
+    exact_domain: HashMap<String, usize>,
+    /// Address records with `*` in the local part only: the domain -> their
+    /// indexes in file order.
+    by_domain: HashMap<String, Vec<usize>>,
+    /// Indexes of the other records with `*` (in the domain), in file order.
+    wildcard: Vec<usize>,
+}
+
+impl RouterTable {
+    pub fn new(records: Vec<RouterRecord>) -> RouterTable {
+        let mut t = RouterTable::default();
+        for (i, r) in records.iter().enumerate() {
+            let domain_part = r.pattern.rsplit_once('@').map(|(_, d)| d);
+            if r.address_record
+                && r.pattern.contains('*')
+                && let Some(d) = domain_part.filter(|d| !d.contains('*'))
+            {
+                t.by_domain.entry(d.to_string()).or_default().push(i);
+            } else if r.pattern.contains('*') {
+                t.wildcard.push(i);
+            } else if r.address_record {
+                t.exact_address.entry(r.pattern.clone()).or_insert(i);
+            } else {
+                t.exact_domain.entry(r.pattern.clone()).or_insert(i);
+            }
+        }
+        t.records = records;
+        t
+    }
+
+    /// The first address record without `*` for `address` (lowercase).
+    pub fn exact_address(&self, address: &str) -> Option<usize> {
+        self.exact_address.get(address).copied()
+    }
+
+    /// The first domain record without `*` for `domain` (lowercase).
+    pub fn exact_domain(&self, domain: &str) -> Option<usize> {
+        self.exact_domain.get(domain).copied()
+    }
+
+    /// The address records with `*` in the local part only, for `domain`
+    /// (lowercase), as indexes in file order.
+    pub fn local_wildcards(&self, domain: &str) -> &[usize] {
+        self.by_domain.get(domain).map_or(&[], Vec::as_slice)
+    }
+
+    /// The records with `*` in the domain, as indexes in file order.
+    pub fn wildcards(&self) -> &[usize] {
+        &self.wildcard
+    }
+}
+
+impl From<Vec<RouterRecord>> for RouterTable {
+    fn from(records: Vec<RouterRecord>) -> Self {
+        RouterTable::new(records)
+    }
+}
+
+impl std::ops::Deref for RouterTable {
+    type Target = [RouterRecord];
+
+    fn deref(&self) -> &[RouterRecord] {
+        &self.records
+    }
 }
 
 /// Reads and parses a router file.

@@ -1079,8 +1079,16 @@ fn documented_example_parses() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cert.pem"), "").unwrap();
     std::fs::write(dir.path().join("key.pem"), "").unwrap();
+    // And the router table, next to the configuration.
+    std::fs::write(
+        dir.path().join("router.txt"),
+        "<sales@example.test> = alice@example.test\n",
+    )
+    .unwrap();
     let text = doc[start..end].replace("\"/etc/mxguard/", &format!("\"{}/", dir.path().display()));
-    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        Config::parse(&text, &dir.path().join("mxguard.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.router.records.len(), 1);
     assert_eq!(config.warnings(), Vec::<String>::new());
     assert_eq!(config.listeners.len(), 4);
     assert_eq!(config.listeners[3].role, Role::Submissions);

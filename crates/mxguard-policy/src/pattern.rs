@@ -7,15 +7,15 @@
 /// Matches `text` against `pattern`; returns what each `*` matched, in
 /// order, or `None` when it does not match.
 pub fn glob(pattern: &str, text: &str) -> Option<Vec<String>> {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
+    // The literal ends first, without allocating: most patterns fail there.
+    let (Some(a), Some(b)) = (pattern.find('*'), pattern.rfind('*')) else {
         return (pattern == text).then(Vec::new);
-    }
-    let first = parts[0];
-    let last = parts[parts.len() - 1];
+    };
+    let (first, last) = (&pattern[..a], &pattern[b + 1..]);
     if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
         return None;
     }
+    let parts: Vec<&str> = pattern.split('*').collect();
     let mut rest = &text[first.len()..text.len() - last.len()];
     let mut caps = Vec::new();
     for mid in &parts[1..parts.len() - 1] {

@@ -11,7 +11,7 @@
 //!
 //! This module is pure: the table comes from `mxguard_config::parse_router`.
 
-use mxguard_config::{RelayPrefix, RouterRecord, RouterTarget};
+use mxguard_config::{RelayPrefix, RouterRecord, RouterTable, RouterTarget};
 
 use crate::pattern::glob;
 
@@ -74,66 +74,91 @@ pub fn is_multi_route(address: &str) -> bool {
     local.contains(['%', '!', '@']) || address.starts_with('@')
 }
 
-/// Routes one address through the table.
-pub fn route(records: &[RouterRecord], address: &str) -> Result<Routed, RouteLoop> {
-    let mut current = address.to_ascii_lowercase();
-    let mut may_relay = false;
-    let mut steps: Vec<RouteStep> = Vec::new();
-    'again: loop {
-        for r in records {
-            let (local, domain) = current.rsplit_once('@').unwrap_or(("", current.as_str()));
+/// The first record (in file order) that matches `address`, with what its
+/// `*`s matched: the exact records by hash lookup, the ones with `*` by a
+/// scan of those that could match, stopping past the best candidate.
+fn first_match<'t>(
+    table: &'t RouterTable,
+    address: &str,
+) -> Option<(&'t RouterRecord, Vec<String>)> {
+    let domain = address.rsplit_once('@').map_or(address, |(_, d)| d);
+    let mut best: Option<(usize, Vec<String>)> =
+        match (table.exact_address(address), table.exact_domain(domain)) {
+            (Some(a), Some(d)) => Some((a.min(d), Vec::new())),
+            (a, d) => a.or(d).map(|i| (i, Vec::new())),
+        };
+    for list in [table.local_wildcards(domain), table.wildcards()] {
+        for &i in list {
+            if best.as_ref().is_some_and(|(b, _)| *b < i) {
+                break;
+            }
+            let r = &table[i];
             let caps = if r.address_record {
-                glob(&r.pattern, &current)
+                glob(&r.pattern, address)
             } else {
                 glob(&r.pattern, domain)
             };
-            let Some(caps) = caps else { continue };
-            let next = match &r.target {
-                RouterTarget::Error => {
-                    return Ok(Routed {
-                        address: current,
-                        may_relay,
-                        end: RouteEnd::Error { line: r.line },
-                        steps,
-                    });
-                }
-                RouterTarget::SpamTrap => {
-                    return Ok(Routed {
-                        address: current,
-                        may_relay,
-                        end: RouteEnd::SpamTrap { line: r.line },
-                        steps,
-                    });
-                }
-                RouterTarget::Rewrite(t) if r.address_record => substitute(t, &caps),
-                RouterTarget::Rewrite(t) => format!("{local}@{}", substitute(t, &caps)),
-            };
-            // Only a rewrite carries the marker; error and spamtrap end here.
-            may_relay |= match r.prefix {
-                RelayPrefix::Relay => !is_multi_route(&current),
-                RelayPrefix::RelayAll => true,
-                RelayPrefix::NoRelay => false,
-            };
-            if next == current {
-                // A record that maps an address to itself ends routing.
-                break 'again;
+            if let Some(caps) = caps {
+                best = Some((i, caps));
+                break;
             }
-            if steps.len() >= MAX_HOPS || steps.iter().any(|s| s.from == next) {
-                steps.push(RouteStep {
-                    line: r.line,
-                    from: current,
-                    to: next,
+        }
+    }
+    best.map(|(i, caps)| (&table[i], caps))
+}
+
+/// Routes one address through the table.
+pub fn route(table: &RouterTable, address: &str) -> Result<Routed, RouteLoop> {
+    let mut current = address.to_ascii_lowercase();
+    let mut may_relay = false;
+    let mut steps: Vec<RouteStep> = Vec::new();
+    while let Some((r, caps)) = first_match(table, &current) {
+        let next = match &r.target {
+            RouterTarget::Error => {
+                return Ok(Routed {
+                    address: current,
+                    may_relay,
+                    end: RouteEnd::Error { line: r.line },
+                    steps,
                 });
-                return Err(RouteLoop { steps });
             }
+            RouterTarget::SpamTrap => {
+                return Ok(Routed {
+                    address: current,
+                    may_relay,
+                    end: RouteEnd::SpamTrap { line: r.line },
+                    steps,
+                });
+            }
+            RouterTarget::Rewrite(t) if r.address_record => substitute(t, &caps),
+            RouterTarget::Rewrite(t) => {
+                let local = current.rsplit_once('@').map_or("", |(l, _)| l);
+                format!("{local}@{}", substitute(t, &caps))
+            }
+        };
+        // Only a rewrite carries the marker; error and spamtrap end here.
+        may_relay |= match r.prefix {
+            RelayPrefix::Relay => !is_multi_route(&current),
+            RelayPrefix::RelayAll => true,
+            RelayPrefix::NoRelay => false,
+        };
+        if next == current {
+            // A record that maps an address to itself ends routing.
+            break;
+        }
+        if steps.len() >= MAX_HOPS || steps.iter().any(|s| s.from == next) {
             steps.push(RouteStep {
                 line: r.line,
-                from: std::mem::replace(&mut current, next.clone()),
+                from: current,
                 to: next,
             });
-            continue 'again;
+            return Err(RouteLoop { steps });
         }
-        break;
+        steps.push(RouteStep {
+            line: r.line,
+            from: std::mem::replace(&mut current, next.clone()),
+            to: next,
+        });
     }
     Ok(Routed {
         address: current,
@@ -149,8 +174,8 @@ mod tests {
     use mxguard_config::parse_router;
     use std::path::Path;
 
-    fn table(text: &str) -> Vec<RouterRecord> {
-        parse_router(text, Path::new("router.txt")).unwrap()
+    fn table(text: &str) -> RouterTable {
+        parse_router(text, Path::new("router.txt")).unwrap().into()
     }
 
     const SPEC: &str = "; comments\n\

@@ -49,7 +49,11 @@ const TABLE: &str = "; comments\n\
 fn config(extra: &str) -> Config {
     let text = format!("{BASE}{extra}");
     let mut cfg = Config::parse(&text, FsPath::new("t.toml")).unwrap();
-    cfg.router.records = Arc::new(parse_router(TABLE, FsPath::new("router.txt")).unwrap());
+    cfg.router.records = Arc::new(
+        parse_router(TABLE, FsPath::new("router.txt"))
+            .unwrap()
+            .into(),
+    );
     cfg
 }
 
@@ -149,7 +153,7 @@ fn multi_route_addresses_need_relay_all() {
     // Relay: does not give the marker to a multi-route address
     let text = "Relay:<*@backup.test> = *@backup-host.test\n";
     let mut cfg = config("");
-    cfg.router.records = Arc::new(parse_router(text, FsPath::new("r")).unwrap());
+    cfg.router.records = Arc::new(parse_router(text, FsPath::new("r")).unwrap().into());
     assert_eq!(
         rcpt(&cfg, "<user%far.test@backup.test>", &s),
         Err((554, CheckId::Relay))
@@ -173,7 +177,7 @@ fn multi_route_addresses_need_relay_all() {
 fn routed_local_parts_are_quoted_when_they_must_be() {
     let mut cfg = config("");
     let text = "Relay:<*@backup.test> = *@backup-host.test\n";
-    cfg.router.records = Arc::new(parse_router(text, FsPath::new("r")).unwrap());
+    cfg.router.records = Arc::new(parse_router(text, FsPath::new("r")).unwrap().into());
     assert_eq!(
         rcpt(
             &cfg,
@@ -436,7 +440,8 @@ mod properties {
                 .lines()
                 .filter(|l| parse_router(l, FsPath::new("r")).is_ok())
                 .collect();
-            let table = parse_router(&kept.join("\n"), FsPath::new("r")).unwrap();
+            let table: mxguard_config::RouterTable =
+                parse_router(&kept.join("\n"), FsPath::new("r")).unwrap().into();
             match route(&table, &address) {
                 Ok(r) => prop_assert!(r.steps.len() <= MAX_HOPS),
                 Err(e) => prop_assert!(e.steps.len() <= MAX_HOPS + 1),

@@ -225,7 +225,7 @@ impl Cx<'_> {
                 ),
                 other => other,
             })?;
-            router.records = Arc::new(records);
+            router.records = Arc::new(records.into());
             router.file = Some(path);
         }
         Ok(router)
