@@ -442,9 +442,30 @@ mod properties {
                 .collect();
             let table: mxguard_config::RouterTable =
                 parse_router(&kept.join("\n"), FsPath::new("r")).unwrap().into();
-            match route(&table, &address) {
-                Ok(r) => prop_assert!(r.steps.len() <= MAX_HOPS),
-                Err(e) => prop_assert!(e.steps.len() <= MAX_HOPS + 1),
+            let first_line = match route(&table, &address) {
+                Ok(r) => {
+                    prop_assert!(r.steps.len() <= MAX_HOPS);
+                    match r.end {
+                        crate::router::RouteEnd::Error { line }
+                        | crate::router::RouteEnd::SpamTrap { line } if r.steps.is_empty() => Some(line),
+                        _ => r.steps.first().map(|s| s.line),
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(e.steps.len() <= MAX_HOPS + 1);
+                    e.steps.first().map(|s| s.line)
+                }
+            };
+            // The index finds the record a scan in file order finds (a
+            // record mapping the address to itself ends routing unseen).
+            let lower = address.to_ascii_lowercase();
+            let domain = lower.rsplit_once('@').map_or(lower.as_str(), |(_, d)| d);
+            let scanned = table.iter().find(|r| {
+                let text = if r.address_record { lower.as_str() } else { domain };
+                crate::pattern::glob(&r.pattern, text).is_some()
+            });
+            if let Some(line) = first_line {
+                prop_assert_eq!(Some(line), scanned.map(|r| r.line));
             }
             let mut cfg = config("");
             cfg.router.records = Arc::new(table);
