@@ -1,12 +1,17 @@
 //! [`EmbeddedStore`]: the state store in one redb file,
 //! `data_dir/state.redb` by default.
 //!
-//! Tables: `meta` (`"schema_version"` -> 1) and `bans` (network as
-//! `"203.0.113.0/24"` -> `(until, reason)`). Every write is one redb
+//! Tables: `meta` (`"schema_version"` -> 1), `bans` (network as
+//! `"203.0.113.0/24"` -> `(until, reason)`) and `values` (key ->
+//! `(value, expires)`: counters and expiring values). A ban is one redb
 //! transaction committed with `Durability::Immediate` (flushed before the
 //! call returns); the in-memory ban index is updated after the commit,
 //! under a writer lock, so it never shows a ban the file does not hold.
-//! Reads of bans never touch the file.
+//! Reads of bans never touch the file. Counters and values change on
+//! every message, so they are committed without a flush
+//! (`Durability::None`): the next flushed commit (a ban, a purge, or
+//! closing the store) writes them out, and a crash loses at most the
+//! latest counts, never a ban.
 //!
 //! redb takes an exclusive lock on the file for as long as the
 //! [`EmbeddedStore`] lives: a second open, from this process or another,
@@ -40,6 +45,7 @@ const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BANS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("bans");
+const VALUES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("values");
 
 /// A [`StateStore`] in one redb file; see the module header.
 pub struct EmbeddedStore {
@@ -126,8 +132,27 @@ impl EmbeddedStore {
                 }
             }
             txn.open_table(BANS).map_err(|e| self.err(op, e))?;
+            txn.open_table(VALUES).map_err(|e| self.err(op, e))?;
         }
         txn.commit().map_err(|e| self.err(op, e))
+    }
+
+    /// One unflushed write transaction on the `values` table.
+    fn with_values<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut redb::Table<'_, &str, (u64, u64)>) -> Result<T, redb::StorageError>,
+    ) -> Result<T, StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut txn = self.db.begin_write().map_err(|e| self.err(op, e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| self.err(op, redb::Error::from(e)))?;
+        let out = {
+            let mut table = txn.open_table(VALUES).map_err(|e| self.err(op, e))?;
+            f(&mut table).map_err(|e| self.err(op, e))?
+        };
+        txn.commit().map_err(|e| self.err(op, e))?;
+        Ok(out)
     }
 
     /// Reads every ban, expired ones included (they are skipped on read
@@ -226,6 +251,36 @@ impl StateStore for EmbeddedStore {
         Ok(bans.lookup(ip, now))
     }
 
+    fn incr(&self, key: &str, n: u64, expires: u64, now: u64) -> Result<u64, StoreError> {
+        self.with_values("incr", |table| {
+            let current = table.get(key)?.map(|v| v.value()).filter(|(_, e)| *e > now);
+            let (value, expires) = match current {
+                Some((v, e)) => (v.saturating_add(n), e),
+                None => (n, expires),
+            };
+            table.insert(key, (value, expires))?;
+            Ok(value)
+        })
+    }
+
+    fn put(&self, key: &str, value: u64, expires: u64) -> Result<(), StoreError> {
+        self.with_values("put", |table| {
+            table.insert(key, (value, expires))?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        let op = "get";
+        let txn = self.db.begin_read().map_err(|e| self.err(op, e))?;
+        let table = txn.open_table(VALUES).map_err(|e| self.err(op, e))?;
+        let row = table.get(key).map_err(|e| self.err(op, e))?;
+        Ok(row
+            .map(|v| v.value())
+            .filter(|(_, expires)| *expires > now)
+            .map(|(v, _)| v))
+    }
+
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         let op = "purge";
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -234,23 +289,36 @@ impl StateStore for EmbeddedStore {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .expired(now);
-        if expired.is_empty() {
-            return Ok(0);
-        }
+        // A flushed commit: it also writes out the unflushed counters.
         let txn = self.db.begin_write().map_err(|e| self.err(op, e))?;
-        {
+        let values_purged = {
             let mut table = txn.open_table(BANS).map_err(|e| self.err(op, e))?;
             for net in &expired {
                 table
                     .remove(net.to_string().as_str())
                     .map_err(|e| self.err(op, e))?;
             }
-        }
+            let mut values = txn.open_table(VALUES).map_err(|e| self.err(op, e))?;
+            let gone = values
+                .extract_if(|_, (_, expires)| expires <= now)
+                .map_err(|e| self.err(op, e))?
+                .count();
+            gone
+        };
         txn.commit().map_err(|e| self.err(op, e))?;
         let mut bans = self.bans.write().unwrap_or_else(PoisonError::into_inner);
         for net in &expired {
             bans.remove(net);
         }
-        Ok(expired.len())
+        Ok(expired.len() + values_purged)
+    }
+}
+
+impl Drop for EmbeddedStore {
+    /// Writes out the unflushed counters with one flushed commit.
+    fn drop(&mut self) {
+        if let Ok(txn) = self.db.begin_write() {
+            let _ = txn.commit();
+        }
     }
 }

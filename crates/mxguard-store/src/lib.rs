@@ -1,7 +1,7 @@
 //! mxguard's state store: what the server remembers between connections
-//! and across restarts. Today: bans (automatic, after too many errors, and
-//! manual). Later: rate counters, greylist triplets, POP-before-SMTP
-//! addresses.
+//! and across restarts: bans (automatic and manual), and expiring counters
+//! and values, on which the server builds its rate limits, greylist
+//! triplets and POP-before-SMTP addresses.
 //!
 //! [`StateStore`] is the one interface the server uses; it has two backends:
 //!
@@ -131,6 +131,15 @@ pub enum StoreError {
         /// What the parser said.
         message: String,
     },
+    /// A remote store (Redis) did not answer, or answered with an error.
+    /// The server carries on without the check (fail open).
+    #[error("{backend} state store unavailable: {message}")]
+    Unavailable {
+        /// `"redis"`.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// A record did not decode.
     #[error("{}: corrupt {table} record {key:?}: {message}", .path.display())]
     Corrupt {
@@ -177,6 +186,20 @@ pub trait StateStore: Send + Sync {
     /// The ban in force at `now` that covers `ip`, the most specific one if
     /// several do. Called for every connection: answered from memory.
     fn banned(&self, ip: IpAddr, now: u64) -> Result<Option<Ban>, StoreError>;
+
+    // --- expiring counters and values: rate limits, POP-before-SMTP,
+    // --- greylisting. Keys are built by the server (`rate:ip:...`).
+
+    /// Adds `n` to the counter `key` and returns its new value. A counter
+    /// that is missing (or expired at `now`) starts from 0 and expires at
+    /// `expires` (Unix seconds); an existing one keeps its expiry.
+    fn incr(&self, key: &str, n: u64, expires: u64, now: u64) -> Result<u64, StoreError>;
+
+    /// Sets `key` to `value`, expiring at `expires` (Unix seconds).
+    fn put(&self, key: &str, value: u64, expires: u64) -> Result<(), StoreError>;
+
+    /// The value of `key` at `now`: `None` when missing or expired.
+    fn get(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError>;
 
     /// Deletes every entry expired at `now`; returns how many.
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError>;

@@ -198,11 +198,70 @@ fn concurrency(store: Arc<dyn StateStore>) {
     assert_eq!(store.bans_at(0).unwrap().len(), 100, "{b}");
 }
 
+/// Counters and expiring values, with times around the real clock (a
+/// remote backend expires entries by its own clock).
+fn values(store: &dyn StateStore) {
+    let b = store.backend();
+    let now = unix_now();
+    assert_eq!(store.get("rate:a", now).unwrap(), None, "{b}");
+    assert_eq!(store.incr("rate:a", 1, now + 100, now).unwrap(), 1, "{b}");
+    assert_eq!(store.incr("rate:a", 4, now + 500, now).unwrap(), 5, "{b}");
+    assert_eq!(store.get("rate:a", now).unwrap(), Some(5), "{b}");
+    // keys are independent, and may hold any client text
+    assert_eq!(
+        store
+            .incr("rate:b <x@y.test> é", 2, now + 100, now)
+            .unwrap(),
+        2,
+        "{b}"
+    );
+    assert_eq!(store.get("rate:a", now).unwrap(), Some(5), "{b}");
+    store.put("pop:192.0.2.1", 7, now + 100).unwrap();
+    assert_eq!(store.get("pop:192.0.2.1", now).unwrap(), Some(7), "{b}");
+    store.put("pop:192.0.2.1", 8, now + 200).unwrap();
+    assert_eq!(store.get("pop:192.0.2.1", now).unwrap(), Some(8), "{b}");
+    // a value whose time has passed is gone
+    store.put("gone", 1, now.saturating_sub(1)).unwrap();
+    assert_eq!(store.get("gone", now).unwrap(), None, "{b}");
+    assert_eq!(
+        store.incr("gone2", 3, now.saturating_sub(1), now).unwrap(),
+        3,
+        "{b}"
+    );
+}
+
+/// Expiry decided by the `now` given: the local backends only.
+fn values_expire_at_now(store: &dyn StateStore) {
+    let b = store.backend();
+    assert_eq!(store.incr("c", 1, 1000, 10).unwrap(), 1, "{b}");
+    assert_eq!(
+        store.incr("c", 1, 5000, 999).unwrap(),
+        2,
+        "{b}: keeps its expiry"
+    );
+    assert_eq!(store.get("c", 999).unwrap(), Some(2), "{b}");
+    assert_eq!(
+        store.get("c", 1000).unwrap(),
+        None,
+        "{b}: expires at `expires`"
+    );
+    // an expired counter starts again, with the new expiry
+    assert_eq!(store.incr("c", 1, 3000, 1000).unwrap(), 1, "{b}");
+    assert_eq!(store.get("c", 2999).unwrap(), Some(1), "{b}");
+    store.put("v", 9, 2000).unwrap();
+    store.ban("203.0.113.7", 1500, "x").unwrap();
+    // purge removes expired bans and values together
+    assert_eq!(store.purge_expired(2500).unwrap(), 2, "{b}");
+    assert_eq!(store.get("c", 2600).unwrap(), Some(1), "{b}");
+}
+
 fn suite(make: &dyn Fn() -> Arc<dyn StateStore>) {
     lookups(&*make());
     lifecycle(&*make());
     normalisation(&*make());
     concurrency(make());
+    values(&*make());
+    values_expire_at_now(&*make());
 }
 
 #[test]
@@ -232,6 +291,8 @@ fn embedded_survives_restart() {
         store.ban("192.0.2.1", 10, "short").unwrap();
         store.ban("192.0.2.2", 10, "unbanned").unwrap();
         assert!(store.unban("192.0.2.2").unwrap());
+        // counters are written without a flush, and kept when the store closes
+        store.incr("rate:x", 3, u64::MAX, 0).unwrap();
     }
     {
         let store = EmbeddedStore::open_in(dir.path()).unwrap();
@@ -253,6 +314,7 @@ fn embedded_survives_restart() {
         // expired entries are kept until purged, and skipped meanwhile
         assert_eq!(store.banned(ip("192.0.2.1"), 10).unwrap(), None);
         assert_eq!(store.purge_expired(10).unwrap(), 1);
+        assert_eq!(store.get("rate:x", 10).unwrap(), Some(3));
     }
     let store = EmbeddedStore::open_in(dir.path()).unwrap();
     assert_eq!(store.bans_at(0).unwrap().len(), 2);
