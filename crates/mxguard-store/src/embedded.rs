@@ -299,11 +299,10 @@ impl StateStore for EmbeddedStore {
                     .map_err(|e| self.err(op, e))?;
             }
             let mut values = txn.open_table(VALUES).map_err(|e| self.err(op, e))?;
-            let gone = values
+            values
                 .extract_if(|_, (_, expires)| expires <= now)
                 .map_err(|e| self.err(op, e))?
-                .count();
-            gone
+                .count()
         };
         txn.commit().map_err(|e| self.err(op, e))?;
         let mut bans = self.bans.write().unwrap_or_else(PoisonError::into_inner);
