@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs mxguard's whole test suite on a fresh Debian machine: installs the
 # system packages the tests use (swaks and openssl s_client drive the
-# server as outside clients; Python's smtplib and poplib do too), then the
-# Rust tests of every crate.
+# server as outside clients; Python's smtplib and poplib do too;
+# redis-server backs the Redis state store's tests), then the Rust tests
+# of every crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ need_pkgs=()
 command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# mxguard-store's Redis backend tests start redis-server processes of their own.
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""

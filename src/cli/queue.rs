@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mxguard_config::Config;
-use mxguard_store::EmbeddedStore;
 
 use crate::facts::dns::Dns;
 use crate::server::control::{Request, answer, parse_request, socket_path};
@@ -51,15 +50,13 @@ pub fn run(config: Option<PathBuf>, line: &str) -> anyhow::Result<()> {
 
 /// Answers a ban or check-ip request without a running server.
 fn local(cfg: &Config, request: Request) -> anyhow::Result<String> {
-    let state = cfg.server.data_dir.join("state.redb");
-    let store = EmbeddedStore::open(&state)
-        .with_context(|| format!("cannot open the state store {}", state.display()))?;
+    let store = crate::server::open_store(cfg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let dns = Dns::from_config(&cfg.dns).context("cannot set up the DNS resolver of [dns]")?;
-        Ok(answer(request, &store, cfg, &dns).await)
+        Ok(answer(request, &*store, cfg, &dns).await)
     })
 }

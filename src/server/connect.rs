@@ -223,6 +223,7 @@ pub async fn check_ip_report(
         Ok(None) => out.push_str("  ban:            none\n"),
         Err(e) => out.push_str(&format!("  ban:            cannot tell: {e}\n")),
     }
+    out.push_str(&rate_report(cfg, store, ip));
     for z in &cfg.dnsbl {
         let q = dnsbl_query_name(ip, &z.zone);
         let line = match dns.dnsbl(&q).await {
@@ -272,6 +273,35 @@ pub async fn check_ip_report(
             v.check.as_str(),
             v.reply
         )),
+    }
+    out
+}
+
+/// The `check-ip` lines of the volume limits: exemption, and the address's
+/// messages and recipients in the last hour against their limits.
+fn rate_report(cfg: &Config, store: &dyn StateStore, ip: IpAddr) -> String {
+    use mxguard_policy::limits::{Rate, client_key, current_count, recipients_id};
+    if cfg.is_whitelisted(ip) || cfg.limits.exempt.contains(ip) {
+        return "  hourly limits:  exempt\n".into();
+    }
+    let counters = super::limits::StoreCounters(store);
+    let mut out = String::new();
+    for (rate, id) in [
+        (Rate::MessagesPerIp, client_key(ip)),
+        (Rate::RecipientsPerHour, recipients_id(None, ip)),
+    ] {
+        let limit = rate.limit(cfg);
+        if limit == 0 {
+            continue;
+        }
+        let count = match current_count(&counters, rate, &id, now_secs()) {
+            Ok(n) => n.to_string(),
+            Err(e) => format!("cannot tell ({})", e.0),
+        };
+        out.push_str(&format!(
+            "  {}: {count} of {limit} in the last hour\n",
+            rate.name()
+        ));
     }
     out
 }

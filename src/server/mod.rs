@@ -9,6 +9,7 @@
 
 pub mod connect;
 pub mod control;
+mod limits;
 mod pop3;
 mod popauth;
 mod smtp;
@@ -21,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mxguard_config::{Config, Role, VrfyMode};
+use mxguard_config::{Config, Role, StoreBackend, VrfyMode};
 use mxguard_proto::smtp::{SessionConfig, VrfyPolicy};
 use mxguard_queue::Queue;
 use tokio::net::TcpListener;
@@ -77,8 +78,6 @@ pub(crate) struct ListenerCtx {
     pub conns: Arc<ConnCounter>,
     /// The certificate, when `[tls]` is configured.
     pub tls: Option<Arc<tls::TlsState>>,
-    /// Recent POP3 logins of mobile accounts (shared by all listeners).
-    pub pop_auth: Arc<popauth::PopBeforeSmtp>,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -124,16 +123,8 @@ impl Server {
         })?;
         let dns =
             Dns::from_config(&config.dns).context("cannot set up the DNS resolver of [dns]")?;
-        let state_path = data_dir.join("state.redb");
-        let store: Arc<dyn StateStore> =
-            Arc::new(EmbeddedStore::open(&state_path).with_context(|| {
-                format!("cannot open the state store {}", state_path.display())
-            })?);
+        let store = open_store(&config)?;
         let conns = Arc::new(ConnCounter::default());
-        let pop_auth = Arc::new(popauth::PopBeforeSmtp::new(
-            config.relay.pop_before_smtp,
-            config.relay.pop_before_smtp_max,
-        ));
         let tls_state = match &config.tls {
             Some(t) => Some(Arc::new(
                 tls::TlsState::load(t).context("cannot load the [tls] certificate")?,
@@ -173,7 +164,6 @@ impl Server {
                 store: store.clone(),
                 conns: conns.clone(),
                 tls: tls_state.clone(),
-                pop_auth: pop_auth.clone(),
             });
             listeners.push((listener, ctx));
         }
@@ -226,6 +216,7 @@ impl Server {
             stop_rx.clone(),
         ));
         let control_task = tokio::spawn(control::serve(self.control, control_ctx, stop_rx.clone()));
+        let purge_task = tokio::spawn(purge_expired(self.store.clone(), stop_rx.clone()));
         stop.await;
         tracing::info!("stopping: no new connections; sessions finish their message");
         let _ = stop_tx.send(true);
@@ -237,6 +228,7 @@ impl Server {
         }
         let _ = control_task.await;
         let _ = hup_task.await;
+        let _ = purge_task.await;
         let _ = std::fs::remove_file(control::socket_path(&self.config.server.data_dir));
         self.delivery.stop().await;
         let queue = self.queue.clone();
@@ -246,6 +238,25 @@ impl Server {
         tracing::info!(hostname = %self.config.server.hostname, "stopped");
         Ok(())
     }
+}
+
+/// The state store of `[store]`: the embedded file in data_dir, or Redis
+/// (which may be down now: the store connects when it can, and checks
+/// that need it are skipped meanwhile).
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(match &config.store.backend {
+        StoreBackend::Embedded => {
+            let path = config.server.data_dir.join(mxguard_store::FILE_NAME);
+            Arc::new(
+                EmbeddedStore::open(&path)
+                    .with_context(|| format!("cannot open the state store {}", path.display()))?,
+            )
+        }
+        StoreBackend::Redis { url } => Arc::new(
+            mxguard_store::RedisStore::open(url, config.store.timeout)
+                .with_context(|| "cannot use the Redis state store of [store]".to_string())?,
+        ),
+    })
 }
 
 /// SIGHUP does what `mxguard reload` does.
@@ -264,6 +275,29 @@ async fn reload_on_sighup(
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received");
                 let _ = control::reload(&config, tls.as_deref());
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// How often expired bans, counters and greylist entries are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
+/// Deletes expired entries from the state store now and then (they are
+/// ignored meanwhile; this only keeps the file small).
+async fn purge_expired(store: Arc<dyn StateStore>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {
+                let store = store.clone();
+                let now = mxguard_store::unix_now();
+                match tokio::task::spawn_blocking(move || store.purge_expired(now)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::debug!(entries = n, "state store: expired entries deleted"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "state store: purging expired entries failed"),
+                    Err(e) => tracing::warn!(error = %e, "state store: the purge task failed"),
+                }
             }
             _ = stop.changed() => break,
         }

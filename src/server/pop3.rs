@@ -344,9 +344,12 @@ impl Conn {
                     messages = entries.len(), "POP3 login");
                 if account.mobile {
                     // POP-before-SMTP: this address may relay for a while.
-                    self.ctx
-                        .pop_auth
-                        .record(self.peer.ip(), std::time::Instant::now());
+                    super::popauth::record(
+                        cfg,
+                        &*self.ctx.store,
+                        self.peer.ip(),
+                        mxguard_store::unix_now(),
+                    );
                 }
                 let msgs = entries
                     .iter()

@@ -1,90 +1,75 @@
 //! POP-before-SMTP: the addresses from which a `mobile` account logged in
 //! over POP3 lately, so a road warrior's mail client may relay without
-//! SMTP AUTH (`relay.pop_before_smtp`, `relay.pop_before_smtp_max`).
+//! SMTP AUTH (`relay.pop_before_smtp`).
 //!
-//! Lookups are one hash probe whatever the window (DMail's note on large
-//! windows); at most `max` addresses are kept, the oldest dropped first.
+//! They live in the state store (`pop:<address>`, expiring at the end of
+//! the window), so they survive a restart and, on Redis, a login on one
+//! node lets the client relay through every node. A store that does not
+//! answer grants nothing: the client is asked to authenticate instead.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-pub(crate) struct PopBeforeSmtp {
-    window: Option<Duration>,
-    max: usize,
-    inner: Mutex<Inner>,
+use mxguard_config::Config;
+use mxguard_policy::limits::client_key;
+use mxguard_store::StateStore;
+
+fn key(ip: IpAddr) -> String {
+    format!("pop:{}", client_key(ip))
 }
 
-#[derive(Default)]
-struct Inner {
-    until: HashMap<IpAddr, Instant>,
-    /// Insertion order, for evicting the oldest; entries may be stale.
-    order: VecDeque<(IpAddr, Instant)>,
+/// Remembers a POP3 login from `ip` at `now` (Unix seconds).
+pub(crate) fn record(cfg: &Config, store: &dyn StateStore, ip: IpAddr, now: u64) {
+    let Some(window) = cfg.relay.pop_before_smtp else {
+        return;
+    };
+    if let Err(e) = store.put(&key(ip), now, now + window.as_secs()) {
+        super::limits::store_down("pop_before_smtp", &e.to_string());
+    }
 }
 
-impl PopBeforeSmtp {
-    pub(crate) fn new(window: Option<Duration>, max: usize) -> PopBeforeSmtp {
-        PopBeforeSmtp {
-            window,
-            max: max.max(1),
-            inner: Mutex::new(Inner::default()),
-        }
+/// Whether `ip` logged in over POP3 within the window.
+pub(crate) fn recent(cfg: &Config, store: &dyn StateStore, ip: IpAddr, now: u64) -> bool {
+    if cfg.relay.pop_before_smtp.is_none() {
+        return false;
     }
-
-    /// Remembers a POP3 login from `ip`.
-    pub(crate) fn record(&self, ip: IpAddr, now: Instant) {
-        let Some(window) = self.window else { return };
-        let Ok(mut g) = self.inner.lock() else { return };
-        let until = now + window;
-        g.until.insert(ip, until);
-        g.order.push_back((ip, until));
-        while g.until.len() > self.max || g.order.len() > 2 * self.max {
-            let Some((old, at)) = g.order.pop_front() else {
-                break;
-            };
-            if g.until.get(&old) == Some(&at) {
-                g.until.remove(&old);
-            }
+    match store.get(&key(ip), now) {
+        Ok(v) => v.is_some(),
+        Err(e) => {
+            super::limits::store_down("pop_before_smtp", &e.to_string());
+            false
         }
-    }
-
-    /// Whether `ip` logged in within the window.
-    pub(crate) fn recent(&self, ip: IpAddr, now: Instant) -> bool {
-        self.inner
-            .lock()
-            .ok()
-            .and_then(|g| g.until.get(&ip).copied())
-            .is_some_and(|until| now < until)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mxguard_store::MemoryStore;
 
     #[test]
-    fn window_and_capacity() {
-        let p = PopBeforeSmtp::new(Some(Duration::from_secs(120)), 2);
-        let t = Instant::now();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let c: IpAddr = "192.0.2.3".parse().unwrap();
-        assert!(!p.recent(a, t));
-        p.record(a, t);
-        assert!(p.recent(a, t + Duration::from_secs(119)));
-        assert!(!p.recent(a, t + Duration::from_secs(120)));
-        p.record(b, t);
-        p.record(a, t + Duration::from_secs(1)); // refreshed: a is now newer than b
-        p.record(c, t + Duration::from_secs(2));
-        assert!(
-            !p.recent(b, t + Duration::from_secs(3)),
-            "the oldest is dropped"
-        );
-        assert!(p.recent(a, t + Duration::from_secs(3)));
-        assert!(p.recent(c, t + Duration::from_secs(3)));
-        let off = PopBeforeSmtp::new(None, 10);
-        off.record(a, t);
-        assert!(!off.recent(a, t));
+    fn a_login_opens_its_window() {
+        let text = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+                    [relay]\npop_before_smtp = \"2m\"\n";
+        let cfg = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let store = MemoryStore::new();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!recent(&cfg, &store, ip, 1000));
+        record(&cfg, &store, ip, 1000);
+        assert!(recent(&cfg, &store, ip, 1119));
+        assert!(recent(
+            &cfg,
+            &store,
+            "::ffff:192.0.2.1".parse().unwrap(),
+            1119
+        ));
+        assert!(!recent(&cfg, &store, ip, 1120));
+        assert!(!recent(&cfg, &store, "192.0.2.2".parse().unwrap(), 1001));
+        let off = Config::parse(
+            &text.replace("\"2m\"", "\"0s\""),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        record(&off, &store, "192.0.2.9".parse().unwrap(), 1000);
+        assert!(!recent(&off, &store, "192.0.2.9".parse().unwrap(), 1001));
     }
 }

@@ -21,6 +21,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use mxguard_config::{Config, Role, Secret};
+use mxguard_policy::limits::{
+    Rate, StoreDown, check_rate, client_key, count_rate, greylist, greylist_applies, is_exempt,
+    recipients_id, tarpit_delay,
+};
 use mxguard_policy::recipient::{Client, Route, route_recipient};
 use mxguard_policy::sender::{SenderCheck, check_sender, judge_sender_domain};
 use mxguard_proto::smtp::{AuthMechanism, Decision, Event, Output, Password, Session, TimeoutKind};
@@ -30,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
+use super::limits::StoreCounters;
 use super::tls::TlsState;
 use crate::auth;
 
@@ -85,6 +90,8 @@ struct Conn {
     /// A recipient of this transaction is a spam trap (the address and the
     /// router line): the message is refused whole at the end of DATA.
     spamtrap: Option<(String, usize)>,
+    /// RCPT commands in this session, all transactions (for the tarpit).
+    rcpts_in_session: u32,
 }
 
 /// The state of the read/write loop that outlives a STARTTLS upgrade.
@@ -159,6 +166,7 @@ pub(crate) async fn serve(
         account: None,
         local_ip,
         spamtrap: None,
+        rcpts_in_session: 0,
     };
     let mut io = Io {
         wbuf: Vec::with_capacity(1024),
@@ -377,7 +385,11 @@ impl Conn {
             Event::Mail { from, .. } => {
                 self.reset();
                 let address = from.map(|p| p.mailbox.to_string());
-                if let Err(v) = self.check_mail(address.as_deref()).await {
+                let checked = match self.check_mail(address.as_deref()).await {
+                    Ok(()) => self.message_rate(),
+                    Err(v) => Err(v),
+                };
+                if let Err(v) = checked {
                     tracing::info!(
                         session = %self.id, client = %self.peer.ip(), helo = %self.helo,
                         from = address.as_deref().unwrap_or(""), check = v.check.as_str(), reason = %v.reason,
@@ -389,7 +401,7 @@ impl Conn {
                 self.sender = Some(address.unwrap_or_default());
                 Some(Decision::Accept(None))
             }
-            Event::Rcpt { to } => Some(self.rcpt(to)),
+            Event::Rcpt { to } => Some(self.rcpt(to).await),
             Event::Vrfy(arg) | Event::Expn(arg) => Some(self.verify(&arg)),
             Event::MessageStart => {
                 self.start_message();
@@ -511,10 +523,17 @@ impl Conn {
         self.facts.whitelisted
             || self.account.is_some()
             || self.cfg.is_relay_client(self.peer.ip())
-            || self
-                .ctx
-                .pop_auth
-                .recent(self.peer.ip(), std::time::Instant::now())
+            || self.recent_pop()
+    }
+
+    /// A POP3 login of a `mobile` account from this address lately.
+    fn recent_pop(&self) -> bool {
+        super::popauth::recent(
+            &self.cfg,
+            &*self.ctx.store,
+            self.peer.ip(),
+            mxguard_store::unix_now(),
+        )
     }
 
     /// The end of DATA of a message with a spam trap among its recipients:
@@ -603,20 +622,130 @@ impl Conn {
             ip: self.peer.ip(),
             local_ip: self.local_ip,
             account: self.account.as_deref().and_then(|a| cfg.account_for(a)),
-            recent_pop: self
-                .ctx
-                .pop_auth
-                .recent(self.peer.ip(), std::time::Instant::now()),
+            recent_pop: self.recent_pop(),
             whitelisted: self.facts.whitelisted,
             sender,
         }
     }
 
-    fn rcpt(&mut self, to: Path) -> Decision {
+    /// RCPT TO: decided, then (past `limits.tarpit_start`) answered late.
+    async fn rcpt(&mut self, to: Path) -> Decision {
+        self.rcpts_in_session = self.rcpts_in_session.saturating_add(1);
+        let decision = self.decide_rcpt(to);
+        let n = self.rcpts_in_session;
+        let delay = {
+            let cfg = self.cfg.clone();
+            let client = self.client(&cfg, None);
+            tarpit_delay(&cfg, &client, n)
+        };
+        if !delay.is_zero() {
+            // One line when the tarpit starts, not one a recipient.
+            if n == self.cfg.limits.tarpit_start.saturating_add(1) {
+                tracing::info!(session = %self.id, client = %self.peer.ip(), helo = %self.helo,
+                    from = %self.sender_shown(), check = "tarpit", rcpt_number = n, delay = ?delay,
+                    "RCPT replies delayed from now on (tarpit)");
+            } else {
+                tracing::debug!(session = %self.id, check = "tarpit", rcpt_number = n, delay = ?delay,
+                    "RCPT reply delayed (tarpit)");
+            }
+            tokio::time::sleep(delay).await;
+        }
+        decision
+    }
+
+    /// The volume checks of an accepted recipient: greylisting,
+    /// `recipients_per_hour` (counted here) and
+    /// `messages_per_hour_per_recipient` (counted when the message is
+    /// queued). A store that fails skips them (fail open).
+    fn rcpt_limits(&self, shown: &str, mailbox: Option<&str>) -> Result<(), Verdict> {
+        let cfg = &*self.cfg;
+        let sender = self.sender.as_deref().unwrap_or("");
+        let client = self.client(cfg, Some(sender).filter(|s| !s.is_empty()));
+        let store = StoreCounters(&*self.ctx.store);
+        let now = mxguard_store::unix_now();
+        let ip = self.peer.ip();
+        let open = |check: &str, r: Result<Result<(), Verdict>, StoreDown>| match r {
+            Ok(r) => r,
+            Err(StoreDown(e)) => {
+                super::limits::store_down(check, &e);
+                Ok(())
+            }
+        };
+        if self.ctx.role == Role::Mx && greylist_applies(cfg, &client) {
+            open("greylist", greylist(&store, cfg, ip, sender, shown, now))?;
+        }
+        if is_exempt(cfg, &client) {
+            return Ok(());
+        }
+        let who = recipients_id(self.account.as_deref(), ip);
+        let rate = Rate::RecipientsPerHour;
+        open(rate.name(), check_rate(&store, cfg, rate, &who, 1, now))?;
+        if let Some(mailbox) = mailbox {
+            let rate = Rate::MessagesPerRecipient;
+            open(rate.name(), check_rate(&store, cfg, rate, mailbox, 1, now))?;
+        }
+        if let Err(StoreDown(e)) = count_rate(&store, cfg, Rate::RecipientsPerHour, &who, 1, now) {
+            super::limits::store_down(Rate::RecipientsPerHour.name(), &e);
+        }
+        Ok(())
+    }
+
+    /// `limits.messages_per_hour_per_ip`, at MAIL FROM.
+    fn message_rate(&self) -> Result<(), Verdict> {
+        let cfg = &*self.cfg;
+        let client = self.client(cfg, None);
+        if is_exempt(cfg, &client) {
+            return Ok(());
+        }
+        let store = StoreCounters(&*self.ctx.store);
+        let rate = Rate::MessagesPerIp;
+        let id = client_key(self.peer.ip());
+        match check_rate(&store, cfg, rate, &id, 1, mxguard_store::unix_now()) {
+            Ok(r) => r,
+            Err(StoreDown(e)) => {
+                super::limits::store_down(rate.name(), &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts a queued message: for its client address, and for each
+    /// local mailbox it goes to.
+    fn count_message(&self, mailboxes: &[String]) {
+        let cfg = &*self.cfg;
+        let client = self.client(cfg, None);
+        if is_exempt(cfg, &client) {
+            return;
+        }
+        let store = StoreCounters(&*self.ctx.store);
+        let now = mxguard_store::unix_now();
+        let id = client_key(self.peer.ip());
+        let counts = std::iter::once((Rate::MessagesPerIp, id.as_str())).chain(
+            mailboxes
+                .iter()
+                .map(|m| (Rate::MessagesPerRecipient, m.as_str())),
+        );
+        for (rate, id) in counts {
+            if let Err(StoreDown(e)) = count_rate(&store, cfg, rate, id, 1, now) {
+                super::limits::store_down(rate.name(), &e);
+            }
+        }
+    }
+
+    fn decide_rcpt(&mut self, to: Path) -> Decision {
         let shown = to.mailbox.to_string();
         let cfg = self.cfg.clone();
         let client = self.client(&cfg, self.sender.as_deref().filter(|s| !s.is_empty()));
-        match route_recipient(&cfg, &to, &client) {
+        let routed = route_recipient(&cfg, &to, &client).and_then(|r| {
+            let mailbox = match &r {
+                Route::Local(l) => Some(l.mailbox.as_str()),
+                Route::Relay { .. } => None,
+                // A trap collects what the spammer sends: no limit there.
+                Route::SpamTrap { .. } => return Ok(r),
+            };
+            self.rcpt_limits(&shown, mailbox).map(|()| r)
+        });
+        match routed {
             Ok(Route::Local(local)) => {
                 tracing::debug!(session = %self.id, rcpt = %shown, mailbox = %local.mailbox,
                     via = local.via.as_str(), "RCPT OK (local mailbox)");
@@ -760,6 +889,16 @@ impl Conn {
             warned: false,
         };
         let nrcpt = envelope.recipients.len();
+        let mut mailboxes: Vec<String> = envelope
+            .recipients
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Local { mailbox } => Some(mailbox.clone()),
+                Target::Remote => None,
+            })
+            .collect();
+        mailboxes.sort();
+        mailboxes.dedup();
         let (tx, rx) = oneshot::channel();
         self.ctx.queue.commit(
             envelope,
@@ -785,6 +924,7 @@ impl Conn {
                     &format!("Ok: queued as {}", queued.envelope.id),
                 );
                 self.ctx.delivery.submit(queued);
+                self.count_message(&mailboxes);
                 Decision::Accept(Some(reply))
             }
             Ok(Err(e)) => self.queue_failure(&e.to_string()),

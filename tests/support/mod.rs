@@ -9,6 +9,7 @@
 pub mod dns;
 pub mod net;
 pub mod outbound;
+pub mod redis;
 pub mod sink;
 
 use std::fmt::Write as _;

@@ -146,6 +146,10 @@ pub struct Config {
     pub recipient: RecipientConfig,
     /// `[router]`: the router table.
     pub router: RouterConfig,
+    /// `[greylist]`.
+    pub greylist: GreylistConfig,
+    /// `[store]`: the state store.
+    pub store: StoreConfig,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
@@ -338,7 +342,9 @@ pub struct RelayConfig {
     /// `mobile = true`, the client's address may relay for this long.
     /// `None` (`"0s"`) disables POP-before-SMTP. Default `"2m"`.
     pub pop_before_smtp: Option<Duration>,
-    /// `pop_before_smtp_max`: the most client addresses remembered for
+    /// `pop_before_smtp_max`: no longer used (the addresses live in the
+    /// state store and expire by themselves); accepted with a warning.
+    /// Formerly: the most client addresses remembered for
     /// POP-before-SMTP at once (the oldest are forgotten first). Greater
     /// than 0. Default 10000.
     pub pop_before_smtp_max: usize,
@@ -596,6 +602,24 @@ pub struct LimitsConfig {
     /// refused at connection. `None` (`"0s"`) disables bans. Default
     /// `"1h"`.
     pub auto_ban: Option<Duration>,
+    /// `messages_per_hour_per_ip`: messages one client address may send
+    /// in an hour (DMail's fromip_max); 0 = no limit (the default).
+    pub messages_per_hour_per_ip: u64,
+    /// `recipients_per_hour`: recipients an authenticated account (else a
+    /// client address) may give in an hour (MailEnable); 0 = no limit.
+    pub recipients_per_hour: u64,
+    /// `messages_per_hour_per_recipient`: messages one local mailbox may
+    /// receive in an hour (DMail); 0 = no limit.
+    pub messages_per_hour_per_recipient: u64,
+    /// `tarpit_start`: RCPT commands in a session before replies slow
+    /// down; 0 = no tarpit (the default).
+    pub tarpit_start: u32,
+    /// `tarpit_delay`: added to each RCPT reply per recipient past
+    /// `tarpit_start`. Default `"1s"`.
+    pub tarpit_delay: Duration,
+    /// `exempt`: client addresses with no rate limit and no tarpit
+    /// (DMail's fromip_nolimit).
+    pub exempt: IpList,
 }
 
 impl Default for LimitsConfig {
@@ -605,8 +629,66 @@ impl Default for LimitsConfig {
             connections_per_ip: 20,
             max_errors: 10,
             auto_ban: Some(Duration::from_secs(3600)),
+            messages_per_hour_per_ip: 0,
+            recipients_per_hour: 0,
+            messages_per_hour_per_recipient: 0,
+            tarpit_start: 0,
+            tarpit_delay: Duration::from_secs(1),
+            exempt: IpList::new(),
         }
     }
+}
+
+/// `[greylist]`: new (client network, sender, recipient) triplets wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GreylistConfig {
+    /// `enabled`. Default false.
+    pub enabled: bool,
+    /// `delay`: how long a new triplet is refused (451 4.7.1). Default
+    /// `"5m"`.
+    pub delay: Duration,
+    /// `pass_after`: how long a triplet that passed once is remembered.
+    /// Default `"36d"`.
+    pub pass_after: Duration,
+}
+
+impl Default for GreylistConfig {
+    fn default() -> Self {
+        GreylistConfig {
+            enabled: false,
+            delay: Duration::from_secs(300),
+            pass_after: Duration::from_secs(36 * 86_400),
+        }
+    }
+}
+
+/// `[store]`: where bans, counters, greylist triplets and POP-before-SMTP
+/// addresses live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `backend` (and `url` for Redis). Default embedded.
+    pub backend: StoreBackend,
+    /// `timeout`: how long one Redis command may take before the check is
+    /// skipped (fail open). Default `"500ms"`.
+    pub timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Embedded,
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `store.backend`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// `"embedded"`: `data_dir/state.redb`.
+    Embedded,
+    /// `"redis"` at `store.url`: shared by several mxguard nodes.
+    Redis { url: String },
 }
 
 /// `[sender]`: checks on the `MAIL FROM` address.

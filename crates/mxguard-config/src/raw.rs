@@ -37,6 +37,8 @@ pub(crate) struct RawConfig {
     pub sender: Option<Spanned<RawSender>>,
     pub recipient: Option<Spanned<RawRecipient>>,
     pub router: Option<Spanned<RawRouter>>,
+    pub greylist: Option<Spanned<RawGreylist>>,
+    pub store: Option<Spanned<RawStore>>,
 }
 
 /// `[server]`
@@ -182,6 +184,30 @@ pub(crate) struct RawLimits {
     pub connections_per_ip: Option<Spanned<toml::Value>>,
     pub max_errors: Option<Spanned<toml::Value>>,
     pub auto_ban: Option<Spanned<toml::Value>>,
+    pub messages_per_hour_per_ip: Option<Spanned<toml::Value>>,
+    pub recipients_per_hour: Option<Spanned<toml::Value>>,
+    pub messages_per_hour_per_recipient: Option<Spanned<toml::Value>>,
+    pub tarpit_start: Option<Spanned<toml::Value>>,
+    pub tarpit_delay: Option<Spanned<toml::Value>>,
+    pub exempt: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[greylist]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGreylist {
+    pub enabled: Option<Spanned<bool>>,
+    pub delay: Option<Spanned<toml::Value>>,
+    pub pass_after: Option<Spanned<toml::Value>>,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub backend: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<toml::Value>>,
 }
 
 /// `[sender]`
@@ -225,29 +251,7 @@ pub(crate) struct RawRouter {
 /// named without index). An unknown key found here gets a more precise
 /// message than a typo would.
 pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
-    (
-        "",
-        &[
-            "filter",
-            "scoring",
-            "greylist",
-            "verify",
-            "dkim_sign",
-            "rspamd",
-            "store",
-        ],
-    ),
+    ("", &["filter", "scoring", "verify", "dkim_sign", "rspamd"]),
     ("server", &["admin_password"]),
     ("smtp", &["etrn"]),
-    (
-        "limits",
-        &[
-            "messages_per_hour_per_ip",
-            "recipients_per_hour",
-            "messages_per_hour_per_recipient",
-            "tarpit_start",
-            "tarpit_delay",
-            "exempt",
-        ],
-    ),
 ];

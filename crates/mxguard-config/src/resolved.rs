@@ -15,6 +15,7 @@ use crate::locate::{self, Segment};
 use crate::raw::{self, RawConfig};
 use crate::units::{parse_duration, parse_size};
 
+mod limits;
 mod rules;
 use crate::{
     AccessConfig, Account, Config, ConfigError, DEFAULT_DNSBL_REPLY, DnsConfig, DnsblConfig,
@@ -148,6 +149,8 @@ impl Cx<'_> {
         let sender = self.sender(raw.sender, &mut warnings)?;
         let recipient = self.recipient(raw.recipient, &mut warnings)?;
         let router = self.router(raw.router, &mut warnings)?;
+        let greylist = self.greylist(raw.greylist, &mut warnings)?;
+        let store = self.store(raw.store, &mut warnings)?;
 
         let forward_from_set: HashSet<String> = relay.forward_from.iter().cloned().collect();
         let local_set: HashSet<String> = local.iter().cloned().collect();
@@ -231,6 +234,8 @@ impl Cx<'_> {
             sender,
             recipient,
             router,
+            greylist,
+            store,
             account_index,
             local_set,
             relay_to_set,
@@ -456,6 +461,11 @@ impl Cx<'_> {
             let n = count_value(max.get_ref(), usize_max)
                 .map_err(|m| self.error(max.span(), "relay.pop_before_smtp_max", m))?;
             relay.pop_before_smtp_max = usize::try_from(n).unwrap_or(usize::MAX);
+            warnings.push(self.located(
+                max.span(),
+                "relay.pop_before_smtp_max",
+                "no longer used: POP-before-SMTP addresses live in the state store and expire after relay.pop_before_smtp",
+            ));
         }
         if !open_relay_said {
             for (all, which) in [
@@ -944,6 +954,7 @@ impl Cx<'_> {
                 .map_err(|m| self.error(v.span(), "limits.auto_ban", m))?;
             limits.auto_ban = (!d.is_zero()).then_some(d);
         }
+        self.rate_limits(&raw, &mut limits, warnings)?;
         Ok(limits)
     }
 

@@ -401,9 +401,9 @@ fn errors_in_the_sample() {
         ),
         (
             "[dns]",
-            "[greylist]\nenabled = true\n[dns]",
-            "17:2: greylist",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router)",
+            "[verify]\nspf = \"header\"\n[dns]",
+            "17:2: verify",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router, greylist, store)",
         ),
         (
             "hide_client_ip = false",
@@ -1120,11 +1120,14 @@ fn documented_example_parses() {
     assert_eq!(config.access.early_talker, Duration::from_secs(2));
     assert_eq!(config.dnsbl.len(), 2);
     assert_eq!(config.dnsbl[1].score, 2.5);
-    assert_eq!(config.limits, LimitsConfig::default());
+    assert_eq!(config.limits.messages_per_hour_per_ip, 500);
+    assert_eq!(config.limits.tarpit_start, 20);
+    assert!(config.limits.exempt.contains(ip("10.9.8.7")));
+    assert!(!config.greylist.enabled);
+    assert_eq!(config.store.backend, mxguard_config::StoreBackend::Embedded);
     assert!(config.relay.relay_for_clients_only);
     assert!(config.relay.forward_from.is_empty());
     assert_eq!(config.relay.pop_before_smtp, Some(Duration::from_secs(120)));
-    assert_eq!(config.relay.pop_before_smtp_max, 10_000);
     assert!(config.domains.domain_literals);
     assert!(config.domains.literal_addresses.is_empty());
     assert_eq!(config.sender.spoofing, Spoofing::AuthorizedOnly);
@@ -1948,7 +1951,28 @@ fn access_dnsbl_limits_other_forms() {
                         connections_per_ip: 1,
                         max_errors: 1,
                         auto_ban: Some(Duration::from_secs(600)),
+                        ..LimitsConfig::default()
                     }
+            },
+        ),
+        (
+            "[limits]\nmessages_per_hour_per_ip = 500\nrecipients_per_hour = 0\nmessages_per_hour_per_recipient = 40\ntarpit_start = 20\ntarpit_delay = \"500ms\"\nexempt = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[greylist]\nenabled = true\ndelay = \"2m\"\npass_after = \"7d\"\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6400/2\"\ntimeout = \"250ms\"\n",
+            &|c| {
+                c.limits.messages_per_hour_per_ip == 500
+                    && c.limits.recipients_per_hour == 0
+                    && c.limits.messages_per_hour_per_recipient == 40
+                    && c.limits.tarpit_start == 20
+                    && c.limits.tarpit_delay == Duration::from_millis(500)
+                    && c.limits.exempt.contains(ip("10.1.2.3"))
+                    && c.limits.exempt.contains(ip("2001:db8::9"))
+                    && c.greylist.enabled
+                    && c.greylist.delay == Duration::from_secs(120)
+                    && c.greylist.pass_after == Duration::from_secs(7 * 86_400)
+                    && c.store.backend
+                        == mxguard_config::StoreBackend::Redis {
+                            url: "redis://127.0.0.1:6400/2".into(),
+                        }
+                    && c.store.timeout == Duration::from_millis(250)
             },
         ),
         (
@@ -2216,6 +2240,30 @@ fn access_dnsbl_limits_errors() {
         ),
         (
             "max_errors = 10",
+            "max_errors = 10\nmessages_per_hour_per_ip = -1",
+            "76:28: limits.messages_per_hour_per_ip",
+            "expected a whole number from 0 (no limit) to",
+        ),
+        (
+            "max_errors = 10",
+            "max_errors = 10\nrecipients_per_hour = \"many\"",
+            "76:23: limits.recipients_per_hour",
+            "expected a whole number (0 for no limit), got \"many\"",
+        ),
+        (
+            "max_errors = 10",
+            "max_errors = 10\ntarpit_delay = \"2m\"",
+            "76:16: limits.tarpit_delay",
+            "2m is longer than a minute",
+        ),
+        (
+            "max_errors = 10",
+            "max_errors = 10\nexempt = [\"10.0.0.0/8\", \"ten\"]",
+            "76:25: limits.exempt[1]",
+            "\"ten\": expected an address, CIDR or range",
+        ),
+        (
+            "max_errors = 10",
             "max_errors = 4294967296",
             "75:14: limits.max_errors",
             "expected a whole number from 1 to 4294967295, got 4294967296",
@@ -2225,24 +2273,6 @@ fn access_dnsbl_limits_errors() {
             "auto_ban = \"1 hour\"",
             "76:12: limits.auto_ban",
             "expected a duration like \"5m\"",
-        ),
-        (
-            "auto_ban = \"1h\"",
-            "auto_ban = \"1h\"\ntarpit_delay = \"1s\"",
-            "77:1: limits.tarpit_delay",
-            "unknown key: not supported by this version of mxguard (expected one of: max_connections, connections_per_ip, max_errors, auto_ban)",
-        ),
-        (
-            "auto_ban = \"1h\"",
-            "auto_ban = \"1h\"\nmessages_per_hour_per_ip = 500",
-            "77:1: limits.messages_per_hour_per_ip",
-            "unknown key: not supported by this version of mxguard",
-        ),
-        (
-            "auto_ban = \"1h\"",
-            "auto_ban = \"1h\"\nexempt = []",
-            "77:1: limits.exempt",
-            "unknown key: not supported by this version of mxguard",
         ),
         (
             "auto_ban = \"1h\"",
@@ -2806,7 +2836,8 @@ fn relay_permissions_literals_and_sender() {
     assert_eq!(
         config.warnings(),
         [
-            "mxguard.toml:48:16: relay.forward_from: relay.forward_from lets anyone who forges a sender in these domains relay (\"partner.test\", \"other.partner.test\")"
+            "mxguard.toml:48:16: relay.forward_from: relay.forward_from lets anyone who forges a sender in these domains relay (\"partner.test\", \"other.partner.test\")",
+            "mxguard.toml:50:23: relay.pop_before_smtp_max: no longer used: POP-before-SMTP addresses live in the state store and expire after relay.pop_before_smtp"
         ]
     );
 
@@ -2918,6 +2949,41 @@ fn sender_errors() {
             "own_address_only = true",
             "own_address_only = true\n[router]\nfile = \"no-such-router.txt\"",
             "mxguard.toml:82:8: router.file: cannot read the router table no-such-router.txt:",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[greylist]\ndelay = 5",
+            "mxguard.toml:82:9: greylist.delay: expected a duration",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[greylist]\npass_after = \"0s\"",
+            "mxguard.toml:82:14: greylist.pass_after: 0s would greylist every message again",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[store]\nbackend = \"redis\"",
+            "mxguard.toml:82:11: store.url: missing: backend = \"redis\" needs url",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[store]\nbackend = \"memcached\"",
+            "mxguard.toml:82:11: store.backend: expected one of: embedded, redis, got \"memcached\"",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[store]\nbackend = \"redis\"\nurl = \"http://x\"",
+            "mxguard.toml:83:7: store.url: expected a Redis URL",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[store]\nurl = \"redis://127.0.0.1/0\"",
+            "mxguard.toml:82:7: store.url: only for backend = \"redis\"",
+        ),
+        (
+            "own_address_only = true",
+            "own_address_only = true\n[store]\ntimeout = \"1m\"",
+            "mxguard.toml:82:11: store.timeout: expected a duration from 1ms to 10s",
         ),
         (
             "own_address_only = true",

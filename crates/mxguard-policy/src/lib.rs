@@ -11,6 +11,7 @@
 //!   it is refused (unknown user, relay denied).
 
 pub mod connect;
+pub mod limits;
 pub mod pattern;
 pub mod recipient;
 pub mod router;

@@ -44,11 +44,21 @@ pub enum CheckId {
     /// `sender.verify_domain`: the return path's domain has no mail
     /// server, does not exist, or cannot be checked now.
     SenderDomain,
+    /// `limits.messages_per_hour_per_ip` reached.
+    MessageRate,
+    /// `limits.recipients_per_hour` reached.
+    RecipientRate,
+    /// `limits.messages_per_hour_per_recipient` reached.
+    InboundRate,
+    /// A new greylist triplet (`[greylist]`).
+    Greylist,
+    /// RCPT replies slowed down (`limits.tarpit_start`); never a refusal.
+    Tarpit,
 }
 
 impl CheckId {
     /// Every check, for counters that must exist before they first count.
-    pub const ALL: [CheckId; 19] = [
+    pub const ALL: [CheckId; 24] = [
         CheckId::UnknownUser,
         CheckId::Relay,
         CheckId::Spoofing,
@@ -68,6 +78,11 @@ impl CheckId {
         CheckId::RecipientBan,
         CheckId::SenderExclude,
         CheckId::SenderDomain,
+        CheckId::MessageRate,
+        CheckId::RecipientRate,
+        CheckId::InboundRate,
+        CheckId::Greylist,
+        CheckId::Tarpit,
     ];
 
     /// The name in logs and counters: `"relay"`, `"dnsbl"`, ...
@@ -92,6 +107,11 @@ impl CheckId {
             CheckId::RecipientBan => "recipient_ban",
             CheckId::SenderExclude => "sender_exclude",
             CheckId::SenderDomain => "sender_domain",
+            CheckId::MessageRate => "messages_per_hour_per_ip",
+            CheckId::RecipientRate => "recipients_per_hour",
+            CheckId::InboundRate => "messages_per_hour_per_recipient",
+            CheckId::Greylist => "greylist",
+            CheckId::Tarpit => "tarpit",
         }
     }
 }
@@ -147,6 +167,11 @@ mod tests {
             "recipient_ban",
             "sender_exclude",
             "sender_domain",
+            "messages_per_hour_per_ip",
+            "recipients_per_hour",
+            "messages_per_hour_per_recipient",
+            "greylist",
+            "tarpit",
         ];
         let got: Vec<&str> = CheckId::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(got, want);

@@ -3,7 +3,7 @@
 //! and values, on which the server builds its rate limits, greylist
 //! triplets and POP-before-SMTP addresses.
 //!
-//! [`StateStore`] is the one interface the server uses; it has two backends:
+//! [`StateStore`] is the one interface the server uses; it has three backends:
 //!
 //! - [`EmbeddedStore`]: a single [redb] file (`data_dir/state.redb`), the
 //!   default. It survives restarts. redb locks the file: while the server
@@ -11,9 +11,11 @@
 //!   CLI asks the running server over its control socket instead.
 //! - [`MemoryStore`]: the same behaviour in memory, forgotten at exit; for
 //!   tests and for a server that wants no state on disk.
-//!
-//! A Redis backend (several nodes sharing bans and counters) will be a third
-//! implementation of the same trait.
+//! - [`RedisStore`]: a Redis server shared by several mxguard nodes, which
+//!   then share bans (each node answers [`StateStore::banned`] from a local
+//!   copy refreshed every second) and counters. Calls are bounded by a
+//!   timeout and fail open ([`StoreError::Unavailable`]) while Redis is
+//!   down; the store reconnects by itself.
 //!
 //! # Design
 //!
@@ -47,6 +49,7 @@
 mod bans;
 mod embedded;
 mod memory;
+mod redis_store;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -55,6 +58,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use embedded::{EmbeddedStore, FILE_NAME};
 pub use ipnet::IpNet;
 pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
 
 /// The longest ban reason kept, in bytes; longer ones are cut at a
 /// character boundary.
@@ -155,9 +159,10 @@ pub enum StoreError {
 }
 
 /// The state the server keeps between connections. Implemented by
-/// [`EmbeddedStore`] and [`MemoryStore`]; shared as `Arc<dyn StateStore>`.
+/// [`EmbeddedStore`], [`RedisStore`] and [`MemoryStore`]; shared as
+/// `Arc<dyn StateStore>`.
 pub trait StateStore: Send + Sync {
-    /// `"embedded"` or `"memory"`, for logs.
+    /// `"embedded"`, `"redis"` or `"memory"`, for logs.
     fn backend(&self) -> &'static str;
 
     // --- bans ---

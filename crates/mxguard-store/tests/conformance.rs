@@ -1,25 +1,36 @@
-//! One behaviour, every backend: the same suite runs on `MemoryStore` and
-//! `EmbeddedStore`; the embedded store's own properties (restarts, the file
-//! lock, a damaged file) follow.
+//! One behaviour, every backend: the same suite runs on `MemoryStore`,
+//! `EmbeddedStore` and `RedisStore`; the embedded store's own properties
+//! (restarts, the file lock, a damaged file) follow, then the Redis store's
+//! (bans shared between nodes, failing open and reconnecting, reading
+//! defensively), each test on a `redis-server` of its own, started on a
+//! free port of 127.0.0.1 (scripts/test.sh installs it).
 
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use mxguard_store::{Ban, EmbeddedStore, MemoryStore, StateStore, StoreError, unix_now};
+use mxguard_store::{
+    Ban, EmbeddedStore, MemoryStore, RedisStore, StateStore, StoreError, unix_now,
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Which ban covers which address at which time.
+/// Which ban covers which address at which time. Times are relative to the
+/// real clock (`t`), so a backend that expires bans by its own clock (Redis)
+/// keeps them for the whole test.
 fn lookups(store: &dyn StateStore) {
     let b = store.backend();
-    assert_eq!(store.bans_at(0).unwrap(), vec![], "{b}: new store");
-    store.ban("203.0.113.7", 1000, "10 errors").unwrap();
-    store.ban("198.51.100.77/24", 2000, "manual").unwrap();
-    store.ban("2001:db8:1::/48", 3000, "v6 net").unwrap();
-    store.ban("2001:db8::5", 3000, "v6 host").unwrap();
-    // (address, now, want: the covering net)
+    let t = unix_now();
+    assert_eq!(store.bans_at(t).unwrap(), vec![], "{b}: new store");
+    store.ban("203.0.113.7", t + 1000, "10 errors").unwrap();
+    store.ban("198.51.100.77/24", t + 2000, "manual").unwrap();
+    store.ban("2001:db8:1::/48", t + 3000, "v6 net").unwrap();
+    store.ban("2001:db8::5", t + 3000, "v6 host").unwrap();
+    // (address, now - t, want: the covering net)
     let cases: &[(&str, u64, Option<&str>)] = &[
         ("203.0.113.7", 0, Some("203.0.113.7/32")),
         ("203.0.113.7", 999, Some("203.0.113.7/32")),
@@ -36,39 +47,41 @@ fn lookups(store: &dyn StateStore) {
         ("2001:db8::6", 10, None),
         ("2001:db8::5", 3000, None),
     ];
-    for (addr, now, want) in cases {
-        let got = store.banned(ip(addr), *now).unwrap().map(|b| b.net);
+    for (addr, offset, want) in cases {
+        let got = store.banned(ip(addr), t + offset).unwrap().map(|b| b.net);
         assert_eq!(
             got.as_deref(),
             *want,
-            "{b}: banned({addr}, {now}): got {got:?}, want {want:?}"
+            "{b}: banned({addr}, t + {offset}): got {got:?}, want {want:?}"
         );
     }
-    let got = store.banned(ip("203.0.113.7"), 5).unwrap().unwrap();
+    let got = store.banned(ip("203.0.113.7"), t + 5).unwrap().unwrap();
     assert_eq!(
         got,
         Ban {
             net: "203.0.113.7/32".into(),
-            until: 1000,
+            until: t + 1000,
             reason: "10 errors".into()
         },
         "{b}"
     );
 }
 
-/// Listing, replacing, unbanning, purging.
+/// Listing, replacing, unbanning, purging (times relative to the clock).
 fn lifecycle(store: &dyn StateStore) {
     let b = store.backend();
-    store.ban("198.51.100.0/24", 500, "net").unwrap();
-    store.ban("198.51.100.7", 100, "host").unwrap();
-    store.ban("192.0.2.1", 300, "other").unwrap();
-    store.ban("2001:db8::1", 50, "v6").unwrap();
-    let list = |now| -> Vec<(String, u64)> {
+    let t = unix_now();
+    store.ban("198.51.100.0/24", t + 500, "net").unwrap();
+    store.ban("198.51.100.7", t + 100, "host").unwrap();
+    store.ban("192.0.2.1", t + 300, "other").unwrap();
+    store.ban("2001:db8::1", t + 50, "v6").unwrap();
+    // (net, until - t) in force at t + offset
+    let list = |offset| -> Vec<(String, u64)> {
         store
-            .bans_at(now)
+            .bans_at(t + offset)
             .unwrap()
             .into_iter()
-            .map(|b| (b.net, b.until))
+            .map(|b| (b.net, b.until - t))
             .collect()
     };
     let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
@@ -93,7 +106,7 @@ fn lifecycle(store: &dyn StateStore) {
     // the most specific live ban wins, then the wider one shows through
     assert_eq!(
         store
-            .banned(ip("198.51.100.7"), 10)
+            .banned(ip("198.51.100.7"), t + 10)
             .unwrap()
             .unwrap()
             .reason,
@@ -102,7 +115,7 @@ fn lifecycle(store: &dyn StateStore) {
     );
     assert_eq!(
         store
-            .banned(ip("198.51.100.7"), 100)
+            .banned(ip("198.51.100.7"), t + 100)
             .unwrap()
             .unwrap()
             .reason,
@@ -110,24 +123,37 @@ fn lifecycle(store: &dyn StateStore) {
         "{b}"
     );
     // a new ban of the same net replaces the old one, even if shorter
-    store.ban("198.51.100.99/24", 200, "again").unwrap();
-    let got = store.banned(ip("198.51.100.1"), 10).unwrap().unwrap();
-    assert_eq!((got.until, got.reason.as_str()), (200, "again"), "{b}");
-    assert_eq!(store.banned(ip("198.51.100.1"), 200).unwrap(), None, "{b}");
+    store.ban("198.51.100.99/24", t + 200, "again").unwrap();
+    let got = store.banned(ip("198.51.100.1"), t + 10).unwrap().unwrap();
+    assert_eq!((got.until, got.reason.as_str()), (t + 200, "again"), "{b}");
+    assert_eq!(
+        store.banned(ip("198.51.100.1"), t + 200).unwrap(),
+        None,
+        "{b}"
+    );
     // unban is exact: an address inside a banned net lifts nothing
     assert!(!store.unban("198.51.100.1").unwrap(), "{b}");
     assert!(
-        store.banned(ip("198.51.100.1"), 10).unwrap().is_some(),
+        store.banned(ip("198.51.100.1"), t + 10).unwrap().is_some(),
         "{b}"
     );
     assert!(store.unban("198.51.100.0/24").unwrap(), "{b}");
     assert!(!store.unban("198.51.100.0/24").unwrap(), "{b}");
-    assert_eq!(store.banned(ip("198.51.100.1"), 10).unwrap(), None, "{b}");
-    // an expired ban can still be unbanned until it is purged
+    assert_eq!(
+        store.banned(ip("198.51.100.1"), t + 10).unwrap(),
+        None,
+        "{b}"
+    );
+    // a ban expired at `now` can still be unbanned until it is purged
+    assert_eq!(
+        store.banned(ip("2001:db8::1"), t + 50).unwrap(),
+        None,
+        "{b}"
+    );
     assert!(store.unban("2001:db8::1").unwrap(), "{b}");
     // purge deletes exactly what has expired
-    assert_eq!(store.purge_expired(100).unwrap(), 1, "{b}"); // the host ban
-    assert_eq!(store.purge_expired(100).unwrap(), 0, "{b}");
+    assert_eq!(store.purge_expired(t + 100).unwrap(), 1, "{b}"); // the host ban
+    assert_eq!(store.purge_expired(t + 100).unwrap(), 0, "{b}");
     assert_eq!(list(0), owned(&[("192.0.2.1/32", 300)]), "{b}");
     assert_eq!(store.purge_expired(u64::MAX).unwrap(), 1, "{b}");
     assert_eq!(list(0), vec![], "{b}");
@@ -136,23 +162,22 @@ fn lifecycle(store: &dyn StateStore) {
 /// Input is normalised and cleaned; the clock-based listing works.
 fn normalisation(store: &dyn StateStore) {
     let b = store.backend();
+    let t = unix_now();
     store
         .ban("::ffff:203.0.113.9/128", u64::MAX, "bad\r\nInjected: yes\0")
         .unwrap();
-    let got = store.banned(ip("203.0.113.9"), 0).unwrap().unwrap();
+    let got = store.banned(ip("203.0.113.9"), t).unwrap().unwrap();
     assert_eq!(got.net, "203.0.113.9/32", "{b}");
     assert_eq!(got.reason, "bad  Injected: yes ", "{b}");
     store
         .ban("10.1.2.3/8", u64::MAX, &"x".repeat(1000))
         .unwrap();
-    let got = store.banned(ip("10.200.0.1"), 0).unwrap().unwrap();
+    let got = store.banned(ip("10.200.0.1"), t).unwrap().unwrap();
     assert_eq!(got.net, "10.0.0.0/8", "{b}");
     assert_eq!(got.reason.len(), mxguard_store::MAX_REASON_LEN, "{b}");
     // bans() uses the system clock: a ban that ended in 1970 is not listed
     store.ban("192.0.2.200", 1, "ancient").unwrap();
-    store
-        .ban("192.0.2.201", unix_now() + 3600, "fresh")
-        .unwrap();
+    store.ban("192.0.2.201", t + 3600, "fresh").unwrap();
     let nets: Vec<String> = store.bans().unwrap().into_iter().map(|b| b.net).collect();
     assert_eq!(
         nets,
@@ -180,22 +205,23 @@ fn normalisation(store: &dyn StateStore) {
 /// Many threads banning and looking up at once.
 fn concurrency(store: Arc<dyn StateStore>) {
     let b = store.backend();
+    let t = unix_now();
     let threads: Vec<_> = (0..4u8)
-        .map(|t| {
+        .map(|n| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..25u8 {
-                    let addr = IpAddr::from([192, 0, t, i]);
-                    store.ban(&addr.to_string(), 100, "t").unwrap();
-                    assert!(store.banned(addr, 1).unwrap().is_some());
+                    let addr = IpAddr::from([192, 0, n, i]);
+                    store.ban(&addr.to_string(), t + 100, "t").unwrap();
+                    assert!(store.banned(addr, t + 1).unwrap().is_some());
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    for thread in threads {
+        thread.join().unwrap();
     }
-    assert_eq!(store.bans_at(0).unwrap().len(), 100, "{b}");
+    assert_eq!(store.bans_at(t).unwrap().len(), 100, "{b}");
 }
 
 /// Counters and expiring values, with times around the real clock (a
@@ -255,29 +281,36 @@ fn values_expire_at_now(store: &dyn StateStore) {
     assert_eq!(store.get("c", 2600).unwrap(), Some(1), "{b}");
 }
 
-fn suite(make: &dyn Fn() -> Arc<dyn StateStore>) {
+/// The shared suite, each part on a fresh store from `make`. `local`: the
+/// backend expires entries by the `now` it is given (not Redis).
+fn suite(make: &dyn Fn() -> Arc<dyn StateStore>, local: bool) {
     lookups(&*make());
     lifecycle(&*make());
     normalisation(&*make());
     concurrency(make());
     values(&*make());
-    values_expire_at_now(&*make());
+    if local {
+        values_expire_at_now(&*make());
+    }
 }
 
 #[test]
 fn memory_backend() {
-    suite(&|| Arc::new(MemoryStore::new()));
+    suite(&|| Arc::new(MemoryStore::new()), true);
 }
 
 #[test]
 fn embedded_backend() {
     let dir = tempfile::tempdir().unwrap();
     let n = std::cell::Cell::new(0);
-    suite(&|| {
-        n.set(n.get() + 1);
-        let path = dir.path().join(format!("state-{}.redb", n.get()));
-        Arc::new(EmbeddedStore::open(path).unwrap())
-    });
+    suite(
+        &|| {
+            n.set(n.get() + 1);
+            let path = dir.path().join(format!("state-{}.redb", n.get()));
+            Arc::new(EmbeddedStore::open(path).unwrap())
+        },
+        true,
+    );
 }
 
 #[test]
@@ -391,4 +424,451 @@ fn embedded_refuses_damaged_records() {
     let ok = write("ok.redb", 1, "10.0.0.0/8");
     let store = EmbeddedStore::open(&ok).unwrap();
     assert!(store.banned(ip("10.9.9.9"), 0).unwrap().is_some());
+}
+
+// --- Redis ---
+
+/// A `redis-server` of the test's own on 127.0.0.1, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one on a free port (trying a few, in case another test took
+    /// the port between the probe and the start).
+    fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(server) = RedisServer::start_on(port) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Starts one on `port`; `None` if it exits (port taken).
+    fn start_on(port: u16) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            _dir: dir,
+        };
+        server.spawn().then_some(server)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed: scripts/test.sh installs it \
+                 (apt-get install redis-server)"
+            ),
+            Err(e) => panic!("cannot run redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(self.port) {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (its data is gone: no save).
+    fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on {}",
+            self.port
+        );
+    }
+
+    /// A plain client, for setting up what the test needs.
+    fn client(&self, db: u32) -> redis::Connection {
+        redis::Client::open(self.url(db))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Whether a Redis answers PING on `port`.
+fn ping(port: u16) -> bool {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn redis_store(url: &str) -> RedisStore {
+    RedisStore::open(url, Duration::from_millis(500)).unwrap()
+}
+
+/// Polls `f` every 50 ms until it holds, for at most `limit`.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_unavailable(err: &StoreError, what: &str) {
+    assert!(
+        matches!(
+            err,
+            StoreError::Unavailable {
+                backend: "redis",
+                ..
+            }
+        ),
+        "{what}: got {err:?}"
+    );
+}
+
+#[test]
+fn redis_backend() {
+    let server = RedisServer::start();
+    // each part on a database of its own
+    let db = std::cell::Cell::new(0);
+    suite(
+        &|| {
+            db.set(db.get() + 1);
+            let store = redis_store(&server.url(db.get()));
+            assert_eq!(
+                store.address(),
+                format!("127.0.0.1:{}/{}", server.port, db.get())
+            );
+            Arc::new(store)
+        },
+        false,
+    );
+}
+
+#[test]
+fn redis_bans_are_shared_between_nodes() {
+    let server = RedisServer::start();
+    let a = redis_store(&server.url(0));
+    let b = redis_store(&server.url(0));
+    let now = unix_now();
+    let client = ip("198.51.100.9");
+    assert_eq!(b.banned(client, now).unwrap(), None);
+    a.ban("198.51.100.0/24", now + 600, "from a").unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            b.banned(client, unix_now()).unwrap().is_some()
+        }),
+        "b never saw a's ban"
+    );
+    let got = b.banned(client, now).unwrap().unwrap();
+    assert_eq!(
+        (got.net.as_str(), got.until),
+        ("198.51.100.0/24", now + 600)
+    );
+    assert_eq!(got.reason, "from a");
+    // the listing reloads first: no wait
+    a.ban("192.0.2.1", now + 600, "listed").unwrap();
+    assert_eq!(b.bans_at(now).unwrap().len(), 2);
+    assert!(a.unban("198.51.100.0/24").unwrap());
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            b.banned(client, unix_now()).unwrap().is_none()
+        }),
+        "b never saw a's unban"
+    );
+    // counters are common, at once
+    assert_eq!(a.incr("rate:x", 2, now + 60, now).unwrap(), 2);
+    assert_eq!(b.incr("rate:x", 3, now + 60, now).unwrap(), 5);
+    assert_eq!(a.get("rate:x", now).unwrap(), Some(5));
+    // a dropped store closes its connections and ends its refresh thread
+    drop((a, b));
+    let mut admin = server.client(0);
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let info: String = redis::cmd("INFO").arg("clients").query(&mut admin).unwrap();
+            info.contains("connected_clients:1\r")
+        }),
+        "the stores' connections outlived them"
+    );
+}
+
+#[test]
+fn redis_fails_open_and_reconnects() {
+    let mut server = RedisServer::start();
+    let store = redis_store(&server.url(0));
+    let now = unix_now();
+    store.put("k", 7, now + 100).unwrap();
+    store.ban("192.0.2.1", now + 100, "x").unwrap();
+    server.kill();
+    // every call fails, quickly: the first after trying, the next ones at
+    // once while the breaker is open
+    for i in 0..20 {
+        let started = Instant::now();
+        let err = store.get("k", now).unwrap_err();
+        assert_unavailable(&err, "get");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "call {i}: {took:?}");
+        let started = Instant::now();
+        let err = store.incr("k2", 1, now + 100, now).unwrap_err();
+        assert_unavailable(&err, "incr");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(50),
+            "call {i} (breaker open): {took:?}"
+        );
+        assert!(err.to_string().contains("not retried"), "{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_unavailable(&store.ban("192.0.2.2", now + 100, "y").unwrap_err(), "ban");
+    assert_unavailable(&store.put("k", 1, now + 100).unwrap_err(), "put");
+    // the bans last known still hold, and still list
+    assert!(store.banned(ip("192.0.2.1"), now).unwrap().is_some());
+    assert_eq!(store.bans_at(now).unwrap().len(), 1);
+    // Redis is back (empty: it saves nothing): the same store recovers
+    server.restart();
+    assert!(
+        eventually(Duration::from_secs(5), || store
+            .put("k", 8, now + 100)
+            .is_ok()),
+        "no recovery within 5 s"
+    );
+    assert_eq!(store.get("k", now).unwrap(), Some(8));
+    store.ban("192.0.2.3", now + 100, "back").unwrap();
+}
+
+#[test]
+fn redis_survives_a_restart_between_calls() {
+    let mut server = RedisServer::start();
+    let store = redis_store(&server.url(0));
+    let now = unix_now();
+    // a few connections in the pool
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    store.incr("n", 1, now + 100, now).unwrap();
+                }
+            });
+        }
+    });
+    // restart right after a background refresh, so that none runs (and
+    // fails) while the server is down
+    let mut admin = server.client(0);
+    let mut refreshes = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut admin)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_smembers:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before = refreshes();
+    assert!(eventually(Duration::from_secs(3), || refreshes() > before));
+    server.restart();
+    // the pooled connections are dead: replaced, without failing the call
+    store.put("k", 1, now + 100).unwrap();
+    assert_eq!(store.get("k", now).unwrap(), Some(1));
+    assert_eq!(store.incr("n", 1, now + 100, now).unwrap(), 1);
+}
+
+#[test]
+fn redis_hung_server_costs_one_timeout_a_second() {
+    // accepts connections (into the backlog) and never answers
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://127.0.0.1:{}/0", hung.local_addr().unwrap().port());
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let store = RedisStore::open(&url, timeout).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "open: {:?}",
+        started.elapsed()
+    );
+    let (mut slow, mut calls) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let call = Instant::now();
+        let err = store.get("k", unix_now()).unwrap_err();
+        assert_unavailable(&err, "get");
+        let took = call.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        if took >= Duration::from_millis(50) {
+            slow += 1;
+        } else {
+            assert!(err.to_string().contains("not retried"), "{err}");
+        }
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // one attempt a second at most (some made by the refresh thread)
+    assert!(slow <= 4, "{slow} timed-out calls in 3 s");
+    assert!(calls > 50, "only {calls} calls in 3 s");
+}
+
+#[test]
+fn redis_open_needs_no_server() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let started = Instant::now();
+    let store = redis_store(&url);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    let now = unix_now();
+    assert_unavailable(&store.get("k", now).unwrap_err(), "get");
+    assert_eq!(store.banned(ip("192.0.2.1"), now).unwrap(), None);
+    // the server comes up later: the store connects by itself, and the
+    // refresh thread brings in the bans another node makes
+    let Some(server) = RedisServer::start_on(port) else {
+        panic!("port {port} was taken meanwhile");
+    };
+    let other = redis_store(&server.url(0));
+    other.ban("192.0.2.1", now + 100, "late").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            store.banned(ip("192.0.2.1"), unix_now()).unwrap().is_some()
+        }),
+        "the ban never arrived"
+    );
+    assert!(eventually(Duration::from_secs(5), || store
+        .get("k", now)
+        .is_ok()));
+}
+
+#[test]
+fn redis_open_refuses_bad_settings() {
+    let timeout = Duration::from_millis(500);
+    for url in [
+        "",
+        "not a url",
+        "http://127.0.0.1/",
+        "redis://127.0.0.1:99999/0",
+    ] {
+        let err = RedisStore::open(url, timeout).unwrap_err();
+        assert_unavailable(&err, url);
+    }
+    // the password never shows, neither in errors nor in the address
+    let err = RedisStore::open("redis://u:s3cret@127.0.0.1:99999/0", timeout)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cret"), "{err}");
+    let store = RedisStore::open("redis://u:s3cret@127.0.0.1:1/3", timeout).unwrap();
+    assert_eq!(store.address(), "127.0.0.1:1/3");
+    assert!(!format!("{store:?}").contains("s3cret"));
+    let err = store.get("k", 0).unwrap_err().to_string();
+    assert!(!err.contains("s3cret"), "{err}");
+    let err = RedisStore::open("redis://127.0.0.1/0", Duration::ZERO).unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+}
+
+#[test]
+fn redis_reads_defensively() {
+    let server = RedisServer::start();
+    let mut admin = server.client(0);
+    let mut set = |args: &[&[u8]]| {
+        let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.exec(&mut admin).unwrap();
+    };
+    let now = unix_now();
+    let until = (now + 600).to_string();
+    // a value that is not a number
+    set(&[b"SET", b"mxguard:v:rate:\r\nx", b"12abc"]);
+    // a set member without a record, records that do not decode, and one
+    // written by another node with a reason to clean
+    set(&[b"SADD", b"mxguard:bans", b"192.0.2.50/32"]);
+    for (net, value) in [
+        (&b"not-a-net"[..], format!("{until} x").into_bytes()),
+        (b"10.1.2.3/8", format!("{until} x").into_bytes()),
+        (b"192.0.2.60/32", b"garbage".to_vec()),
+        (
+            b"192.0.2.70/32",
+            format!("{until} evil\r\nX: y").into_bytes(),
+        ),
+    ] {
+        set(&[b"SADD", b"mxguard:bans", net]);
+        set(&[b"SET", &[&b"mxguard:ban:"[..], net].concat(), &value]);
+    }
+    let store = redis_store(&server.url(0));
+    let err = store.get("rate:\r\nx", now).unwrap_err();
+    assert_unavailable(&err, "get");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(r#""mxguard:v:rate:\r\nx""#) && msg.contains("not a number"),
+        "{msg}"
+    );
+    // a bad value is no outage: the next call goes through
+    assert_eq!(store.get("other", now).unwrap(), None);
+    // the bad records stay out of the copy, and the listing names them
+    let got = store.banned(ip("192.0.2.70"), now).unwrap().unwrap();
+    assert_eq!(got.reason, "evil  X: y");
+    for addr in ["10.1.2.3", "192.0.2.60"] {
+        assert_eq!(store.banned(ip(addr), now).unwrap(), None, "{addr}");
+    }
+    let err = store.bans_at(now).unwrap_err().to_string();
+    assert!(err.contains("3 ban record(s) do not decode"), "{err}");
+    // purge sweeps the member without a record (the listing did it here)
+    // and bans expired at `now`, but leaves the bad records for a human
+    assert_eq!(store.purge_expired(now).unwrap(), 0);
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("mxguard:bans")
+        .query(&mut server.client(0))
+        .unwrap();
+    assert_eq!(members.len(), 4, "{members:?}");
+    assert!(!members.contains(&"192.0.2.50/32".to_string()));
+    assert_eq!(store.purge_expired(now + 600).unwrap(), 1);
+    assert_eq!(store.banned(ip("192.0.2.70"), now).unwrap(), None);
 }
