@@ -92,7 +92,15 @@ struct Conn {
     spamtrap: Option<(String, usize)>,
     /// RCPT commands in this session, all transactions (for the tarpit).
     rcpts_in_session: u32,
+    /// Whether the client's address logged in over POP3 lately, once
+    /// asked in this transaction.
+    pop_login: std::sync::atomic::AtomicU8,
 }
+
+/// The states of `Conn::pop_login`.
+const POP_UNKNOWN: u8 = 0;
+const POP_NO: u8 = 1;
+const POP_YES: u8 = 2;
 
 /// The state of the read/write loop that outlives a STARTTLS upgrade.
 struct Io {
@@ -167,6 +175,7 @@ pub(crate) async fn serve(
         local_ip,
         spamtrap: None,
         rcpts_in_session: 0,
+        pop_login: std::sync::atomic::AtomicU8::new(POP_UNKNOWN),
     };
     let mut io = Io {
         wbuf: Vec::with_capacity(1024),
@@ -502,6 +511,8 @@ impl Conn {
         self.recipients.clear();
         self.message = None;
         self.spamtrap = None;
+        self.pop_login
+            .store(POP_UNKNOWN, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// MAIL FROM: the checks of `[sender]` and the router, then (when
@@ -527,13 +538,23 @@ impl Conn {
     }
 
     /// A POP3 login of a `mobile` account from this address lately.
+    /// Asked of the store once a transaction, not at every RCPT.
     fn recent_pop(&self) -> bool {
-        super::popauth::recent(
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.pop_login.load(Relaxed) {
+            POP_NO => return false,
+            POP_YES => return true,
+            _ => {}
+        }
+        let recent = super::popauth::recent(
             &self.cfg,
             &*self.ctx.store,
             self.peer.ip(),
             mxguard_store::unix_now(),
-        )
+        );
+        self.pop_login
+            .store(if recent { POP_YES } else { POP_NO }, Relaxed);
+        recent
     }
 
     /// The end of DATA of a message with a spam trap among its recipients:

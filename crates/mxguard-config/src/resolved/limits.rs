@@ -198,11 +198,7 @@ impl Cx<'_> {
                     ));
                 };
                 let u = url.get_ref().trim();
-                if !(u.starts_with("redis://")
-                    || u.starts_with("rediss://")
-                    || u.starts_with("unix://")
-                    || u.starts_with("redis+unix://"))
-                {
+                if !u.starts_with("redis://") {
                     return Err(self.error(
                         url.span(),
                         "store.url",
