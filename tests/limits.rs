@@ -398,3 +398,24 @@ fn a_dead_redis_lets_mail_through_and_limits_resume_when_it_returns() {
     }
     c.quit();
 }
+
+#[test]
+fn a_stopping_server_does_not_wait_out_a_tarpit() {
+    let tmp = root();
+    let cfg = ConfigBuilder::new().extra("[limits]\ntarpit_start = 1\ntarpit_delay = \"60s\"\n");
+    let mut server = Server::start(&cfg, tmp.path());
+    let mut c = client_from("127.0.0.14", server.mx);
+    c.ehlo("client.test").expect("250");
+    c.send("MAIL FROM:<a@client.test>").expect("250");
+    c.send("RCPT TO:<joe@example.test>").expect("250");
+    // the second RCPT's reply is held for 60 s
+    c.write_line("RCPT TO:<postmaster@example.test>");
+    server
+        .logs
+        .wait_for(&["RCPT replies delayed from now on (tarpit)"], LOG_WAIT);
+    let t = Instant::now();
+    server.signal(15); // SIGTERM
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}

@@ -95,6 +95,8 @@ struct Conn {
     /// Whether the client's address logged in over POP3 lately, once
     /// asked in this transaction.
     pop_login: std::sync::atomic::AtomicU8,
+    /// The server's stop signal (ends a tarpit delay early).
+    stop: watch::Receiver<bool>,
 }
 
 /// The states of `Conn::pop_login`.
@@ -157,6 +159,7 @@ pub(crate) async fn serve(
     tracing::debug!(session = %id, client = %peer.ip(), role = ctx.role.as_str(), "connect");
     let local_ip = stream.local_addr().map(|a| a.ip()).unwrap_or(ip);
     let mut conn = Conn {
+        stop: stop.clone(),
         id,
         peer,
         ctx: ctx.clone(),
@@ -669,7 +672,12 @@ impl Conn {
                 tracing::debug!(session = %self.id, check = "tarpit", rcpt_number = n, delay = ?delay,
                     "RCPT reply delayed (tarpit)");
             }
-            tokio::time::sleep(delay).await;
+            // A stopping server does not wait out a spammer's delay.
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
         }
         decision
     }
