@@ -8,6 +8,7 @@
 //! queue and returns.
 
 pub mod connect;
+mod content;
 pub mod control;
 mod limits;
 mod pop3;

@@ -905,6 +905,10 @@ impl Conn {
             Some(Spool::Failed(why)) => return self.queue_failure(&why),
             None => return self.queue_failure("no message in progress"),
         };
+        let body = match self.filter(body).await {
+            Ok(body) => body,
+            Err(decision) => return decision,
+        };
         let envelope = Envelope {
             id: self.queue_id.clone(),
             received: SystemTime::now()
@@ -958,6 +962,54 @@ impl Conn {
             }
             Ok(Err(e)) => self.queue_failure(&e.to_string()),
             Err(_) => self.queue_failure("the queue stopped"),
+        }
+    }
+
+    /// The content rules and the score (`[[filter]]`, `[scoring]`), for
+    /// clients that are neither authenticated nor whitelisted: the body to
+    /// queue (recipients replaced by a redirect), or the decision that ends
+    /// the transaction here.
+    async fn filter(&mut self, body: Body) -> Result<Body, Decision> {
+        if self.account.is_some() || self.facts.whitelisted {
+            return Ok(body);
+        }
+        let input = super::content::Input {
+            cfg: self.cfg.clone(),
+            session: &self.id,
+            queue_id: &self.queue_id,
+            client_ip: self.peer.ip(),
+            helo: &self.helo,
+            sender: self.sender.as_deref().unwrap_or(""),
+            recipients: &self.recipients,
+            connect_score: self.facts.score,
+            connect_reasons: &self.facts.score_reasons,
+            content_start: self.content_start,
+        };
+        match super::content::filter(input, body).await {
+            super::content::Outcome::Queue { body, recipients } => {
+                if let Some(r) = recipients {
+                    self.recipients = r;
+                }
+                Ok(body)
+            }
+            super::content::Outcome::Refuse(reply) => {
+                self.recipients.clear();
+                self.sender = None;
+                self.policy_refusal = true;
+                Err(Decision::Reject(reply))
+            }
+            super::content::Outcome::Discard => {
+                self.recipients.clear();
+                self.sender = None;
+                Err(Decision::Accept(Some(Reply::fixed(
+                    250,
+                    2,
+                    0,
+                    0,
+                    &format!("Ok: queued as {}", self.queue_id),
+                ))))
+            }
+            super::content::Outcome::Failed(why) => Err(self.queue_failure(&why)),
         }
     }
 

@@ -150,6 +150,12 @@ pub struct Config {
     pub greylist: GreylistConfig,
     /// `[store]`: the state store.
     pub store: StoreConfig,
+    /// `[[filter]]`: the content rules judged at the end of DATA, in file
+    /// order; no name twice.
+    pub filters: Vec<FilterRule>,
+    /// `[scoring]`: what the message score leads to. Applies with its
+    /// defaults when the section is absent.
+    pub scoring: ScoringConfig,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
@@ -789,6 +795,139 @@ impl Default for RouterConfig {
             file: None,
             records: Arc::new(RouterTable::default()),
             spamtrap_ban: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// One `[[filter]]`: a content rule, judged at the end of DATA on what got
+/// past the connection, sender and recipient checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilterRule {
+    /// `name`: letters, digits, `_`, `-` and `.`; used in logs and in
+    /// `X-Spam-Status`. Required, unique.
+    pub name: String,
+    /// `header = "NAME"` or `on = "..."`: what the rule looks at.
+    pub target: FilterTarget,
+    /// `matches = 'regex'` or `missing = true`.
+    pub condition: FilterCondition,
+    /// `score`: added to the message score when the rule fires. Any finite
+    /// number, negative allowed. Default 0.
+    pub score: f64,
+    /// `action` (and `reply`): what happens when the rule fires. Default
+    /// [`FilterAction::Accept`].
+    pub action: FilterAction,
+}
+
+/// What a `[[filter]]` looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterTarget {
+    /// `header = "NAME"`: every occurrence of that header field (name
+    /// compared without case), its value decoded per RFC 2047.
+    Header(String),
+    /// `on = "subject"`: the Subject: header, decoded.
+    Subject,
+    /// `on = "from"`: the From: header, decoded.
+    From,
+    /// `on = "body"`: the body as text: every text part, whatever its
+    /// transfer encoding, and the text of HTML parts without the tags.
+    Body,
+    /// `on = "envelope_from"`: the `MAIL FROM` address (`""` for `<>`).
+    EnvelopeFrom,
+    /// `on = "envelope_to"`: each recipient address.
+    EnvelopeTo,
+    /// `on = "client_ip"`: the client's IP address, as text.
+    ClientIp,
+    /// `on = "helo"`: the HELO/EHLO name.
+    Helo,
+}
+
+impl FilterTarget {
+    /// The `on` values, in the order of the documentation.
+    pub const ON_VALUES: [(&'static str, FilterTarget); 7] = [
+        ("subject", FilterTarget::Subject),
+        ("from", FilterTarget::From),
+        ("body", FilterTarget::Body),
+        ("envelope_from", FilterTarget::EnvelopeFrom),
+        ("envelope_to", FilterTarget::EnvelopeTo),
+        ("client_ip", FilterTarget::ClientIp),
+        ("helo", FilterTarget::Helo),
+    ];
+}
+
+/// When a `[[filter]]` fires.
+#[derive(Clone, Debug)]
+pub enum FilterCondition {
+    /// `matches`: a regular expression (compiled when the configuration is
+    /// read), found in any occurrence of the target.
+    Matches(regex::Regex),
+    /// `missing = true`: the header is absent (for envelope parts and the
+    /// body: empty).
+    Missing,
+}
+
+impl PartialEq for FilterCondition {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (FilterCondition::Matches(a), FilterCondition::Matches(b)) => a.as_str() == b.as_str(),
+            (FilterCondition::Missing, FilterCondition::Missing) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a `[[filter]]` does when it fires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterAction {
+    /// `"accept"`: only the score counts.
+    Accept,
+    /// `"reject"`: refused at the end of DATA with `reply` (default
+    /// `550 5.7.1 Message rejected`); no later rule runs.
+    Reject(Reply),
+    /// `"discard"`: `250` to the client, delivered nowhere (logged); no
+    /// later rule runs.
+    Discard,
+    /// `"redirect:ADDR"`: every recipient is replaced by ADDR (lowercased).
+    Redirect(String),
+    /// `"header:NAME: VALUE"`: the header is added to the message.
+    AddHeader {
+        /// The field name, as written.
+        name: String,
+        /// The value, printable ASCII.
+        value: String,
+    },
+}
+
+/// The default `reply` of a `[[filter]]` with `action = "reject"`.
+pub const DEFAULT_FILTER_REPLY: &str = "550 5.7.1 Message rejected";
+
+/// `[scoring]`: the message score is the connection-stage score (DNSBL
+/// zones with a score, `access.ptr = "score"`) plus the scores of the
+/// `[[filter]]` rules that fired.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoringConfig {
+    /// `tag_above`: a score above this adds `X-Spam-Flag: YES`. Default 5.0.
+    pub tag_above: f64,
+    /// `reject_above`: a score above this is refused at the end of DATA.
+    /// Default 10.0.
+    pub reject_above: f64,
+    /// `headers`: `X-Spam-Score` and `X-Spam-Status` on every accepted
+    /// message (when `active`). Default true.
+    pub headers: bool,
+    /// Whether anything in the configuration can score a message: a
+    /// `[[filter]]`, a `[[dnsbl]]` with a score, `access.ptr = "score"`,
+    /// or a `[scoring]` section. When false, no message is scored and
+    /// none gets a header: a configuration without any of these leaves
+    /// messages as they were.
+    pub active: bool,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            tag_above: 5.0,
+            reject_above: 10.0,
+            headers: true,
+            active: false,
         }
     }
 }

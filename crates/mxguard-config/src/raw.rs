@@ -39,6 +39,9 @@ pub(crate) struct RawConfig {
     pub router: Option<Spanned<RawRouter>>,
     pub greylist: Option<Spanned<RawGreylist>>,
     pub store: Option<Spanned<RawStore>>,
+    #[serde(rename = "filter")]
+    pub filters: Option<Spanned<Vec<Spanned<RawFilter>>>>,
+    pub scoring: Option<Spanned<RawScoring>>,
 }
 
 /// `[server]`
@@ -246,12 +249,40 @@ pub(crate) struct RawRouter {
     pub spamtrap_ban: Option<Spanned<toml::Value>>,
 }
 
+/// One `[[filter]]`: a content rule judged at the end of DATA.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFilter {
+    pub name: Option<Spanned<String>>,
+    /// A header field name: what the rule looks at (every occurrence).
+    pub header: Option<Spanned<String>>,
+    /// Or another part of the message or envelope: `"body"`, `"subject"`...
+    pub on: Option<Spanned<String>>,
+    pub matches: Option<Spanned<String>>,
+    pub missing: Option<Spanned<bool>>,
+    /// An integer or a float, negative allowed.
+    pub score: Option<Spanned<toml::Value>>,
+    pub action: Option<Spanned<String>>,
+    pub reply: Option<Spanned<String>>,
+}
+
+/// `[scoring]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScoring {
+    /// Integers or floats.
+    pub tag_above: Option<Spanned<toml::Value>>,
+    pub reject_above: Option<Spanned<toml::Value>>,
+    pub headers: Option<Spanned<bool>>,
+}
+
 /// Keys that the specification of mxguard defines but this version does not
 /// implement, by table path (`""` is the top level, arrays of tables are
 /// named without index). An unknown key found here gets a more precise
 /// message than a typo would.
 pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
-    ("", &["filter", "scoring", "verify", "dkim_sign", "rspamd"]),
+    ("", &["verify", "dkim_sign", "rspamd"]),
+    ("filter", &["execute", "timeout"]),
     ("server", &["admin_password"]),
     ("smtp", &["etrn"]),
 ];

@@ -15,6 +15,7 @@ use crate::locate::{self, Segment};
 use crate::raw::{self, RawConfig};
 use crate::units::{parse_duration, parse_size};
 
+mod filters;
 mod limits;
 mod rules;
 use crate::{
@@ -151,6 +152,22 @@ impl Cx<'_> {
         let router = self.router(raw.router, &mut warnings)?;
         let greylist = self.greylist(raw.greylist, &mut warnings)?;
         let store = self.store(raw.store, &mut warnings)?;
+        let catchall_for_filters = if disable_catchalls {
+            BTreeMap::new()
+        } else {
+            catchall.clone()
+        };
+        let filters = self.filters(
+            raw.filters,
+            &local,
+            &account_index,
+            &catchall_for_filters,
+            &mut warnings,
+        )?;
+        let mut scoring = self.scoring(raw.scoring, &mut warnings)?;
+        scoring.active |= !filters.is_empty()
+            || dnsbl.iter().any(|z| z.score > 0.0)
+            || access.ptr == PtrMode::Score;
 
         let forward_from_set: HashSet<String> = relay.forward_from.iter().cloned().collect();
         let local_set: HashSet<String> = local.iter().cloned().collect();
@@ -236,6 +253,8 @@ impl Cx<'_> {
             router,
             greylist,
             store,
+            filters,
+            scoring,
             account_index,
             local_set,
             relay_to_set,

@@ -403,7 +403,7 @@ fn errors_in_the_sample() {
             "[dns]",
             "[verify]\nspf = \"header\"\n[dns]",
             "17:2: verify",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router, greylist, store)",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router, greylist, store, filter, scoring)",
         ),
         (
             "hide_client_ip = false",
@@ -765,8 +765,8 @@ fn errors_in_whole_files() {
             "mxguard.toml:8:11: account[0].address: the domain \"example.test\" of \"a@example.test\" is not in domains.local",
         ),
         (
-            "[[filter]]\nname = \"EMPTY_TO\"\n",
-            "mxguard.toml:1:3: filter: unknown key: not supported by this version of mxguard",
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"/usr/local/bin/checkmail\"]\n",
+            "mxguard.toml:3:1: filter[0].execute: unknown key: not supported by this version of mxguard (expected one of: name, header, on, matches, missing, score, action, reply)",
         ),
         ("= 1\n", "mxguard.toml:1:1: (top level): invalid TOML"),
         (
@@ -3082,5 +3082,257 @@ fn router_file_and_address_rules() {
     assert!(
         e.starts_with(&format!("{}:3: ", router.display())) && e.contains("unknown prefix"),
         "{e}"
+    );
+}
+
+/// `[[filter]]` and `[scoring]`: what they resolve to, and every error
+/// naming the entry and the key.
+#[test]
+fn filters_and_scoring() {
+    use mxguard_config::{FilterAction, FilterCondition, FilterTarget, ScoringConfig};
+
+    const BASE: &str = "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"127.0.0.1:2525\"\nrole = \"mx\"\n[domains]\nlocal = [\"example.test\"]\n[[account]]\naddress = \"joe@example.test\"\naliases = [\"joey@example.test\"]\n";
+    // BASE is 10 lines: the first [[filter]] starts on line 11.
+    let text = format!(
+        "{BASE}[[filter]]\nname = \"EMPTY_TO\"\nheader = \"To\"\nmatches = '^\\s*$'\nscore = 3.0\n\
+         [[filter]]\nname = \"NO_SUBJECT\"\non = \"subject\"\nmissing = true\nscore = -1\naction = \"reject\"\n\
+         [[filter]]\nname = \"PILLS\"\non = \"body\"\nmatches = '(?i)cheap pills'\naction = \"reject\"\nreply = \"554 5.7.0 No pills\"\n\
+         [[filter]]\nname = \"DROP\"\non = \"helo\"\nmatches = 'spam'\naction = \"discard\"\n\
+         [[filter]]\nname = \"TO_JOE\"\non = \"envelope_to\"\nmatches = 'x'\naction = \"redirect:Joey@Example.Test\"\n\
+         [[filter]]\nname = \"AWAY\"\non = \"client_ip\"\nmatches = '^10\\.'\naction = \"redirect:<quarantine@elsewhere.test>\"\n\
+         [[filter]]\nname = \"TAG\"\non = \"envelope_from\"\nmissing = true\naction = \"header:X-Bounce: yes, a bounce\"\n\
+         [scoring]\ntag_above = 4\nreject_above = 12.5\nheaders = false\n"
+    );
+    let cfg = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.warnings(), Vec::<String>::new());
+    let names: Vec<&str> = cfg.filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "EMPTY_TO",
+            "NO_SUBJECT",
+            "PILLS",
+            "DROP",
+            "TO_JOE",
+            "AWAY",
+            "TAG"
+        ]
+    );
+    let f = &cfg.filters;
+    assert_eq!(f[0].target, FilterTarget::Header("To".into()));
+    assert!(matches!(&f[0].condition, FilterCondition::Matches(re) if re.is_match("  ")));
+    assert_eq!(f[0].score, 3.0);
+    assert_eq!(f[0].action, FilterAction::Accept);
+    assert_eq!(f[1].target, FilterTarget::Subject);
+    assert_eq!(f[1].condition, FilterCondition::Missing);
+    assert_eq!(f[1].score, -1.0);
+    assert_eq!(
+        f[1].action,
+        FilterAction::Reject(Reply::parse("550 5.7.1 Message rejected").unwrap())
+    );
+    assert_eq!(f[2].target, FilterTarget::Body);
+    assert!(matches!(&f[2].condition, FilterCondition::Matches(re) if re.is_match("CHEAP PILLS")));
+    assert_eq!(
+        f[2].action,
+        FilterAction::Reject(Reply::parse("554 5.7.0 No pills").unwrap())
+    );
+    assert_eq!(f[3].target, FilterTarget::Helo);
+    assert_eq!(f[3].action, FilterAction::Discard);
+    assert_eq!(f[4].target, FilterTarget::EnvelopeTo);
+    assert_eq!(
+        f[4].action,
+        FilterAction::Redirect("joey@example.test".into())
+    );
+    assert_eq!(f[5].target, FilterTarget::ClientIp);
+    assert_eq!(
+        f[5].action,
+        FilterAction::Redirect("quarantine@elsewhere.test".into())
+    );
+    assert_eq!(f[6].target, FilterTarget::EnvelopeFrom);
+    assert_eq!(
+        f[6].action,
+        FilterAction::AddHeader {
+            name: "X-Bounce".into(),
+            value: "yes, a bounce".into()
+        }
+    );
+    assert_eq!(
+        cfg.scoring,
+        ScoringConfig {
+            tag_above: 4.0,
+            reject_above: 12.5,
+            headers: false,
+            active: true,
+        }
+    );
+
+    // Defaults: no rules, scoring on.
+    let plain = parse(MINIMAL).unwrap();
+    assert!(plain.filters.is_empty());
+    assert_eq!(plain.scoring, ScoringConfig::default());
+    assert_eq!(plain.scoring.tag_above, 5.0);
+    assert_eq!(plain.scoring.reject_above, 10.0);
+    assert!(plain.scoring.headers);
+    assert!(!plain.scoring.active, "nothing can score a message");
+    // Anything that can score a message turns scoring on.
+    for extra in [
+        "[scoring]\n",
+        "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\n",
+        "[[dnsbl]]\nzone = \"bl.example.net\"\nscore = 1.5\n",
+        "[access]\nptr = \"score\"\n",
+    ] {
+        let cfg = parse(&format!("{MINIMAL}{extra}")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.scoring.active, "{extra}");
+    }
+    let cfg = parse(&format!("{MINIMAL}[[dnsbl]]\nzone = \"bl.example.net\"\n")).unwrap();
+    assert!(!cfg.scoring.active, "a refusing DNSBL scores nothing");
+
+    // Errors: (the entry after BASE, expected "line:column: key: message" start).
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[filter]]\nheader = \"To\"\nmissing = true\n",
+            "11:1: filter[0].name: missing required key",
+        ),
+        (
+            "[[filter]]\nname = \"bad name\"\nheader = \"To\"\nmissing = true\n",
+            "12:8: filter[0].name: expected a name like \"EMPTY_TO\"",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\n[[filter]]\nname = \"a\"\nheader = \"To\"\nmissing = true\n",
+            "16:8: filter[1].name: \"a\" is used twice (also filter[0], line 11)",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nmissing = true\n",
+            "11:1: filter[0]: missing what the rule looks at: header = \"NAME\" (a header field, like \"To\") or on = one of: subject, from, body, envelope_from, envelope_to, client_ip, helo",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\non = \"body\"\nmissing = true\n",
+            "14:6: filter[0].on: give either header (a header field) or on (another part), not both",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\non = \"bodyy\"\nmissing = true\n",
+            "13:6: filter[0].on: expected one of: subject, from, body, envelope_from, envelope_to, client_ip, helo, got \"bodyy\"",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"body\"\nmissing = true\n",
+            "13:10: filter[0].header: \"body\" is not a header field: write on = \"body\"",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"X Bad\"\nmissing = true\n",
+            "13:10: filter[0].header: expected a header name like \"To\", got \"X Bad\"",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\n",
+            "11:1: filter[0]: missing the condition: matches = 'regex' or missing = true",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmatches = 'x'\nmissing = true\n",
+            "15:11: filter[0].missing: give either matches or missing, not both",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\n[[filter]]\nname = \"B\"\non = \"body\"\nmatches = '(unclosed'\n",
+            "18:11: filter[1].matches: not a valid regular expression: ",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = false\n",
+            "14:11: filter[0].missing: expected true",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\non = \"client_ip\"\nmissing = true\n",
+            "14:11: filter[0].missing: never true for this part",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\nscore = \"3\"\n",
+            "15:9: filter[0].score: expected a number like 3.0 or -1.5, got \"3\"",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\nscore = nan\n",
+            "15:9: filter[0].score: expected a number like 3.0 or -1.5, got NaN",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"bounce\"\n",
+            "15:10: filter[0].action: expected one of: accept, reject, discard, redirect:ADDR, header:NAME: VALUE, got \"bounce\"",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"redirect\"\n",
+            "15:10: filter[0].action: expected one of: accept, reject, discard, redirect:ADDR, header:NAME: VALUE, got \"redirect\" (write the address after a colon",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"redirect:nobody\"\n",
+            "15:10: filter[0].action: redirect: expected an address like",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"redirect:nobody@example.test\"\n",
+            "15:10: filter[0].action: redirect: \"nobody@example.test\" is in a local domain but is no account, alias or catchall",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"header:X-Bad\"\n",
+            "15:10: filter[0].action: expected one of: accept, reject, discard, redirect:ADDR, header:NAME: VALUE, got \"header:X-Bad\" (a header action is \"header:NAME: VALUE\")",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"header:X Bad: v\"\n",
+            "15:10: filter[0].action: header: ' ' is not allowed in a header name",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"header:X-Ok: a\\r\\nBcc: x\"\n",
+            "15:10: filter[0].action: header: '\\r' in the value",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\naction = \"reject\"\nreply = \"250 fine\"\n",
+            "16:9: filter[0].reply: expected a reply like \"554 5.7.1 Access denied\", got \"250 fine\" (250 is not a refusal",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\ntimeout = \"10s\"\n",
+            "15:1: filter[0].timeout: unknown key: not supported by this version of mxguard",
+        ),
+        (
+            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\npart = \"body\"\n",
+            "15:1: filter[0].part: unknown key (expected one of: name, header, on, matches, missing, score, action, reply)",
+        ),
+        (
+            "[scoring]\ntag_above = \"5\"\n",
+            "12:13: scoring.tag_above: expected a number like 5.0, got \"5\"",
+        ),
+        (
+            "[scoring]\nreject_above = true\n",
+            "12:16: scoring.reject_above: expected a number like 10.0, got the boolean true",
+        ),
+        (
+            "[scoring]\nheaders = \"yes\"\n",
+            "12:11: scoring.headers: expected a boolean",
+        ),
+        (
+            "[scoring]\nrequired = 5\n",
+            "12:1: scoring.required: unknown key (expected one of: tag_above, reject_above, headers)",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (extra, expected) in cases {
+        let got = error(&format!("{BASE}{extra}"));
+        let want = format!("mxguard.toml:{expected}");
+        if !got.starts_with(&want) {
+            failures.push(format!(
+                "for {extra:?}\n  expected: {want}\n       got: {got}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Warnings: a reply that is never sent, thresholds the wrong way round.
+    let cfg = parse(&format!(
+        "{BASE}[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\nreply = \"550 5.7.1 x\"\n[scoring]\ntag_above = 10\nreject_above = 8\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let warnings = cfg.warnings().join("\n");
+    assert!(
+        warnings.contains(
+            "mxguard.toml:15:9: filter[0].reply: never sent: the rule's action is not \"reject\""
+        ),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("scoring.tag_above: 10.0 is not below scoring.reject_above (8.0)")
+            || warnings.contains("scoring.tag_above: 10 is not below scoring.reject_above (8)"),
+        "{warnings}"
     );
 }

@@ -7,10 +7,13 @@
 //!
 //! - [`connect`]: who may connect and say HELO (lists, bans, limits,
 //!   DNSBL, reverse DNS, early talkers, HELO names, too many errors).
+//! - [`content`]: the content rules (`[[filter]]`) and the message score
+//!   (`[scoring]`), at the end of DATA.
 //! - [`recipient`]: where an RCPT TO address goes (a local mailbox) or why
 //!   it is refused (unknown user, relay denied).
 
 pub mod connect;
+pub mod content;
 pub mod limits;
 pub mod pattern;
 pub mod recipient;

@@ -54,11 +54,16 @@ pub enum CheckId {
     Greylist,
     /// RCPT replies slowed down (`limits.tarpit_start`); never a refusal.
     Tarpit,
+    /// A `[[filter]]` rule refused (or discarded, redirected, tagged) the
+    /// message.
+    Filter,
+    /// The message score is above `scoring.reject_above`.
+    Scoring,
 }
 
 impl CheckId {
     /// Every check, for counters that must exist before they first count.
-    pub const ALL: [CheckId; 24] = [
+    pub const ALL: [CheckId; 26] = [
         CheckId::UnknownUser,
         CheckId::Relay,
         CheckId::Spoofing,
@@ -83,6 +88,8 @@ impl CheckId {
         CheckId::InboundRate,
         CheckId::Greylist,
         CheckId::Tarpit,
+        CheckId::Filter,
+        CheckId::Scoring,
     ];
 
     /// The name in logs and counters: `"relay"`, `"dnsbl"`, ...
@@ -112,6 +119,8 @@ impl CheckId {
             CheckId::InboundRate => "messages_per_hour_per_recipient",
             CheckId::Greylist => "greylist",
             CheckId::Tarpit => "tarpit",
+            CheckId::Filter => "filter",
+            CheckId::Scoring => "scoring",
         }
     }
 }
@@ -172,6 +181,8 @@ mod tests {
             "messages_per_hour_per_recipient",
             "greylist",
             "tarpit",
+            "filter",
+            "scoring",
         ];
         let got: Vec<&str> = CheckId::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(got, want);
