@@ -48,6 +48,8 @@ pub(crate) struct Input<'a> {
     pub connect_reasons: &'a [String],
     /// Where the client's content starts (after our `Received:`).
     pub content_start: usize,
+    /// `X-Spam-Flag: YES` is already there (DMARC quarantine, `[verify]`).
+    pub flagged: bool,
 }
 
 /// What the driver does with the message.
@@ -202,7 +204,11 @@ pub(crate) async fn filter(input: Input<'_>, body: Body) -> Outcome {
                     None
                 }
             };
-            match add_headers(body, start, &verdict.add_headers).await {
+            let mut headers = verdict.add_headers;
+            if input.flagged {
+                headers.retain(|(name, _)| name != "X-Spam-Flag");
+            }
+            match add_headers(body, start, &headers).await {
                 Ok(body) => Outcome::Queue { body, recipients },
                 Err(why) => Outcome::Failed(why),
             }
@@ -255,7 +261,7 @@ fn redirect_recipient(cfg: &Config, address: &str) -> Recipient {
 }
 
 /// The client's content of a spool file, up to [`READ_LIMIT`] bytes.
-async fn read_head(path: &Path, start: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_head(path: &Path, start: usize) -> std::io::Result<Vec<u8>> {
     let mut file = tokio::fs::File::open(path).await?;
     file.seek(std::io::SeekFrom::Start(start as u64)).await?;
     let mut out = Vec::new();
@@ -271,7 +277,7 @@ async fn remove_spool(body: &Body) {
 
 /// `body` with `headers` inserted at `start` (after our `Received:`). A
 /// spool file is rewritten next to itself, then renamed over itself.
-async fn add_headers(
+pub(crate) async fn add_headers(
     body: Body,
     start: usize,
     headers: &[(String, String)],

@@ -7,6 +7,7 @@
 //! sessions finish the message they are in (up to [`GRACE`]), flushes the
 //! queue and returns.
 
+mod auth_check;
 pub mod connect;
 mod content;
 pub mod control;
@@ -132,6 +133,9 @@ impl Server {
             )),
             None => None,
         };
+        if let Some(ds) = &config.dkim_sign {
+            auth_check::check_key(ds).context("cannot use the [dkim_sign] key")?;
+        }
         let live = Arc::new(LiveConfig::new(config.clone()));
         let delivery = Delivery::start(config.clone(), queue.clone(), pending, own, dns.clone())?;
         let mut listeners = Vec::new();

@@ -909,6 +909,22 @@ impl Conn {
             Ok(body) => body,
             Err(decision) => return decision,
         };
+        let body = match self.account.is_some() {
+            true => match super::auth_check::sign(
+                &self.cfg,
+                &self.id,
+                &self.queue_id,
+                self.sender_shown(),
+                self.content_start,
+                body,
+            )
+            .await
+            {
+                Ok(body) => body,
+                Err(why) => return self.queue_failure(&why),
+            },
+            false => body,
+        };
         let envelope = Envelope {
             id: self.queue_id.clone(),
             received: SystemTime::now()
@@ -973,6 +989,13 @@ impl Conn {
         if self.account.is_some() || self.facts.whitelisted {
             return Ok(body);
         }
+        let (body, auth) = match super::auth_check::check(self.auth_request(), body).await {
+            super::auth_check::Checked::Pass(body, auth) => (body, auth),
+            super::auth_check::Checked::Refuse(reply) => return Err(self.refuse(reply)),
+            super::auth_check::Checked::Failed(why) => return Err(self.queue_failure(&why)),
+        };
+        let mut reasons = self.facts.score_reasons.clone();
+        reasons.extend(auth.reasons);
         let input = super::content::Input {
             cfg: self.cfg.clone(),
             session: &self.id,
@@ -981,9 +1004,10 @@ impl Conn {
             helo: &self.helo,
             sender: self.sender.as_deref().unwrap_or(""),
             recipients: &self.recipients,
-            connect_score: self.facts.score,
-            connect_reasons: &self.facts.score_reasons,
+            connect_score: self.facts.score + auth.score,
+            connect_reasons: &reasons,
             content_start: self.content_start,
+            flagged: auth.flagged,
         };
         match super::content::filter(input, body).await {
             super::content::Outcome::Queue { body, recipients } => {
@@ -992,12 +1016,7 @@ impl Conn {
                 }
                 Ok(body)
             }
-            super::content::Outcome::Refuse(reply) => {
-                self.recipients.clear();
-                self.sender = None;
-                self.policy_refusal = true;
-                Err(Decision::Reject(reply))
-            }
+            super::content::Outcome::Refuse(reply) => Err(self.refuse(reply)),
             super::content::Outcome::Discard => {
                 self.recipients.clear();
                 self.sender = None;
@@ -1010,6 +1029,29 @@ impl Conn {
                 ))))
             }
             super::content::Outcome::Failed(why) => Err(self.queue_failure(&why)),
+        }
+    }
+
+    /// The message is refused at the end of DATA (already logged).
+    fn refuse(&mut self, reply: Reply) -> Decision {
+        self.recipients.clear();
+        self.sender = None;
+        self.policy_refusal = true;
+        Decision::Reject(reply)
+    }
+
+    /// What `[verify]` needs of this transaction.
+    fn auth_request(&self) -> super::auth_check::Request<'_> {
+        super::auth_check::Request {
+            cfg: &self.cfg,
+            session: &self.id,
+            queue_id: &self.queue_id,
+            client_ip: self.peer.ip(),
+            helo: &self.helo,
+            sender: self.sender.as_deref().unwrap_or(""),
+            // Asked only when needed (the POP-before-SMTP part asks the store).
+            trusted: self.cfg.verify.is_active() && self.is_trusted(),
+            content_start: self.content_start,
         }
     }
 

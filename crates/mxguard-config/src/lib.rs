@@ -148,6 +148,11 @@ pub struct Config {
     pub router: RouterConfig,
     /// `[greylist]`.
     pub greylist: GreylistConfig,
+    /// `[verify]`: SPF, DKIM and DMARC of inbound mail. All off when the
+    /// section is absent.
+    pub verify: VerifyConfig,
+    /// `[dkim_sign]`: DKIM signing of our users' mail. None when absent.
+    pub dkim_sign: Option<DkimSignConfig>,
     /// `[store]`: the state store.
     pub store: StoreConfig,
     /// `[[filter]]`: the content rules judged at the end of DATA, in file
@@ -666,6 +671,108 @@ impl Default for GreylistConfig {
             pass_after: Duration::from_secs(36 * 86_400),
         }
     }
+}
+
+/// `[verify]`: sender authentication (SPF, DKIM, DMARC) of inbound mail at
+/// the end of DATA. Everything is off by default (no DNS query, no header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// `spf`. Default off.
+    pub spf: SpfMode,
+    /// `dkim`. Default off.
+    pub dkim: DkimMode,
+    /// `dmarc`. Default off.
+    pub dmarc: DmarcMode,
+}
+
+impl VerifyConfig {
+    /// Whether any check is on (and an Authentication-Results header due).
+    pub fn is_active(&self) -> bool {
+        self.spf != SpfMode::Off || self.dkim != DkimMode::Off || self.dmarc != DmarcMode::Off
+    }
+
+    /// Whether a result adds to the message score.
+    pub fn scores(&self) -> bool {
+        self.spf == SpfMode::Score || self.dkim == DkimMode::Score
+    }
+}
+
+/// `[dkim_sign]`: mail from authenticated sessions whose From or MAIL FROM
+/// domain is `domain` is DKIM-signed before it is queued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DkimSignConfig {
+    /// `domain` (the `d=` tag), lowercased. Required.
+    pub domain: String,
+    /// `selector` (the `s=` tag). Required.
+    pub selector: String,
+    /// `key`: the PEM file of the private key, relative to the
+    /// configuration file's directory. Required.
+    pub key_file: PathBuf,
+    /// The key, read from `key_file` when the configuration was read.
+    pub key: DkimKey,
+}
+
+/// A DKIM private key: its form and DER bytes (never shown by `Debug`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    pub format: DkimKeyFormat,
+    pub der: Vec<u8>,
+}
+
+impl std::fmt::Debug for DkimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DkimKey({:?}, {} bytes)", self.format, self.der.len())
+    }
+}
+
+/// The forms of [`DkimKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DkimKeyFormat {
+    /// `BEGIN RSA PRIVATE KEY` (PKCS#1).
+    RsaPkcs1,
+    /// `BEGIN PRIVATE KEY` (PKCS#8) holding an RSA key.
+    RsaPkcs8,
+    /// `BEGIN PRIVATE KEY` (PKCS#8) holding an Ed25519 key.
+    Ed25519Pkcs8,
+}
+
+/// `verify.spf`: what the SPF result of MAIL FROM (of HELO for `<>`) does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpfMode {
+    /// No check.
+    #[default]
+    Off,
+    /// The result in Authentication-Results only.
+    Header,
+    /// Also added to the message score.
+    Score,
+    /// A fail is refused (550 5.7.23) at the end of DATA.
+    Reject,
+}
+
+/// `verify.dkim`: what the DKIM signatures' results do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DkimMode {
+    /// No check.
+    #[default]
+    Off,
+    /// The results in Authentication-Results only.
+    Header,
+    /// Also added to the message score.
+    Score,
+}
+
+/// `verify.dmarc`: alignment and the From domain's policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DmarcMode {
+    /// No check.
+    #[default]
+    Off,
+    /// The result in Authentication-Results only.
+    Header,
+    /// Also the domain's policy: p=reject refused (550 5.7.1), p=quarantine
+    /// tagged `X-Spam-Flag: YES`.
+    Enforce,
 }
 
 /// `[store]`: where bans, counters, greylist triplets and POP-before-SMTP

@@ -42,6 +42,26 @@ pub(crate) struct RawConfig {
     #[serde(rename = "filter")]
     pub filters: Option<Spanned<Vec<Spanned<RawFilter>>>>,
     pub scoring: Option<Spanned<RawScoring>>,
+    pub verify: Option<Spanned<RawVerify>>,
+    pub dkim_sign: Option<Spanned<RawDkimSign>>,
+}
+
+/// `[dkim_sign]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDkimSign {
+    pub domain: Option<Spanned<String>>,
+    pub selector: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// `[verify]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVerify {
+    pub spf: Option<Spanned<String>>,
+    pub dkim: Option<Spanned<String>>,
+    pub dmarc: Option<Spanned<String>>,
 }
 
 /// `[server]`
@@ -281,7 +301,7 @@ pub(crate) struct RawScoring {
 /// named without index). An unknown key found here gets a more precise
 /// message than a typo would.
 pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
-    ("", &["verify", "dkim_sign", "rspamd"]),
+    ("", &["rspamd"]),
     ("filter", &["execute", "timeout"]),
     ("server", &["admin_password"]),
     ("smtp", &["etrn"]),

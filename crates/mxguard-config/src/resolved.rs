@@ -18,6 +18,7 @@ use crate::units::{parse_duration, parse_size};
 mod filters;
 mod limits;
 mod rules;
+mod verify;
 use crate::{
     AccessConfig, Account, Config, ConfigError, DEFAULT_DNSBL_REPLY, DnsConfig, DnsblConfig,
     DomainsConfig, ExpnMode, IpList, LimitsConfig, ListenerConfig, NextHop, PtrMode, QueueConfig,
@@ -152,6 +153,8 @@ impl Cx<'_> {
         let router = self.router(raw.router, &mut warnings)?;
         let greylist = self.greylist(raw.greylist, &mut warnings)?;
         let store = self.store(raw.store, &mut warnings)?;
+        let verify = self.verify(raw.verify)?;
+        let dkim_sign = self.dkim_sign(raw.dkim_sign)?;
         let catchall_for_filters = if disable_catchalls {
             BTreeMap::new()
         } else {
@@ -167,7 +170,8 @@ impl Cx<'_> {
         let mut scoring = self.scoring(raw.scoring, &mut warnings)?;
         scoring.active |= !filters.is_empty()
             || dnsbl.iter().any(|z| z.score > 0.0)
-            || access.ptr == PtrMode::Score;
+            || access.ptr == PtrMode::Score
+            || verify.scores();
 
         let forward_from_set: HashSet<String> = relay.forward_from.iter().cloned().collect();
         let local_set: HashSet<String> = local.iter().cloned().collect();
@@ -252,6 +256,8 @@ impl Cx<'_> {
             recipient,
             router,
             greylist,
+            verify,
+            dkim_sign,
             store,
             filters,
             scoring,

@@ -401,9 +401,27 @@ fn errors_in_the_sample() {
         ),
         (
             "[dns]",
-            "[verify]\nspf = \"header\"\n[dns]",
-            "17:2: verify",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router, greylist, store, filter, scoring)",
+            "[rspamd]\nurl = \"http://127.0.0.1:11333\"\n[dns]",
+            "17:2: rspamd",
+            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router, greylist, store, filter, scoring, verify, dkim_sign)",
+        ),
+        (
+            "[dns]",
+            "[verify]\nspf = \"strict\"\n[dns]",
+            "18:7: verify.spf",
+            "expected one of: off, header, score, reject, got \"strict\"",
+        ),
+        (
+            "[dns]",
+            "[verify]\ndmarc = \"reject\"\n[dns]",
+            "18:9: verify.dmarc",
+            "expected one of: off, header, enforce, got \"reject\"",
+        ),
+        (
+            "[dns]",
+            "[verify]\nspf = \"header\"\narc = \"header\"\n[dns]",
+            "19:1: verify.arc",
+            "unknown key (expected one of: spf, dkim, dmarc)",
         ),
         (
             "hide_client_ip = false",
@@ -3335,4 +3353,96 @@ fn filters_and_scoring() {
             || warnings.contains("scoring.tag_above: 10 is not below scoring.reject_above (8)"),
         "{warnings}"
     );
+}
+
+#[test]
+fn verify_section() {
+    use mxguard_config::{DkimMode, DmarcMode, SpfMode, VerifyConfig};
+    let plain = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plain.verify, VerifyConfig::default());
+    assert!(!plain.verify.is_active(), "off when the section is absent");
+
+    let cfg = parse(&format!(
+        "{MINIMAL}\n[verify]\nspf = \"reject\"\ndkim = \"score\"\ndmarc = \"enforce\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.verify,
+        VerifyConfig {
+            spf: SpfMode::Reject,
+            dkim: DkimMode::Score,
+            dmarc: DmarcMode::Enforce,
+        }
+    );
+    assert!(cfg.verify.is_active());
+    assert!(cfg.scoring.active, "a DKIM score turns scoring on");
+
+    // Keys left out are off; header-only does not turn scoring on.
+    let cfg = parse(&format!("{MINIMAL}\n[verify]\nspf = \"header\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.verify.spf, SpfMode::Header);
+    assert_eq!(cfg.verify.dkim, DkimMode::Off);
+    assert_eq!(cfg.verify.dmarc, DmarcMode::Off);
+    assert!(!cfg.verify.scores());
+
+    let e = error(&format!("{MINIMAL}\n[verify]\ndkim = \"reject\"\n"));
+    assert!(
+        e.contains("verify.dkim: expected one of: off, header, score, got \"reject\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn dkim_sign_section() {
+    use mxguard_config::DkimKeyFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mxguard.toml");
+    let load = |extra: &str| {
+        std::fs::write(&path, format!("{MINIMAL}\n[dkim_sign]\n{extra}")).unwrap();
+        Config::load(&path)
+    };
+    // A PKCS#8 Ed25519 key (RFC 8410 example).
+    std::fs::write(
+        dir.path().join("ed.pem"),
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let cfg = load("domain = \"Example.Test\"\nselector = \"mx2026\"\nkey = \"ed.pem\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ds = cfg.dkim_sign.expect("[dkim_sign]");
+    assert_eq!(ds.domain, "example.test");
+    assert_eq!(ds.selector, "mx2026");
+    assert_eq!(ds.key_file, dir.path().join("ed.pem"));
+    assert_eq!(ds.key.format, DkimKeyFormat::Ed25519Pkcs8);
+    assert!(
+        !format!("{:?}", ds.key).contains("MC4C"),
+        "the key is not shown"
+    );
+    assert!(parse(MINIMAL).unwrap().dkim_sign.is_none());
+
+    // A missing file, a file that is no key, a missing key.
+    let e = load("domain = \"example.test\"\nselector = \"s\"\nkey = \"none.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dkim_sign.key") && e.contains("none.pem"), "{e}");
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = load("domain = \"example.test\"\nselector = \"s\"\nkey = \"cert.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dkim_sign.key") && e.contains("cert.pem") && e.contains("no PEM private key"),
+        "{e}"
+    );
+    let e = load("domain = \"example.test\"\nselector = \"s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dkim_sign.key: missing required key"), "{e}");
+    let e = load("selector = \"s\"\nkey = \"ed.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dkim_sign.domain: missing required key"), "{e}");
 }
