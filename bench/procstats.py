@@ -384,6 +384,9 @@ def cmd_run(a):
 
     cpu0, comm0, sys0 = tree_cpu(a.root_pid)
     sink_cpu0 = read_stat(a.sink_pid)[2] if a.sink_pid else 0
+    if a.helper_pid and read_stat(a.helper_pid) is None:
+        sys.exit(f"procstats run: helper pid {a.helper_pid} is not running")
+    helper_cpu0 = read_stat(a.helper_pid)[2] if a.helper_pid else 0
     sampler = MemSampler(a.root_pid, a.mem_interval, a.mem_budget)
     sampler.sample()
     sampler.start()
@@ -460,6 +463,8 @@ def cmd_run(a):
     cpu1, comm1, sys1 = tree_cpu(a.root_pid) if read_stat(a.root_pid) else (cpu0, comm0, sys0)
     st = read_stat(a.sink_pid) if a.sink_pid else None
     sink_cpu = (st[2] - sink_cpu0) / CLK_TCK if st else 0.0
+    st = read_stat(a.helper_pid) if a.helper_pid else None
+    helper_cpu = (st[2] - helper_cpu0) / CLK_TCK if st else 0.0
     client_after = os.times()
     mach1 = machine_cpu()
     self_cpu = time.process_time() - self_before
@@ -515,7 +520,7 @@ def cmd_run(a):
         # busy CPU not accounted to the server, the client or this monitor:
         # other work on the machine (e.g. a build) plus kernel threads
         # (writeback, journal, softirq) working for us. A high value = noisy run.
-        "other_cpu_pct": round(100.0 * ((mach1[0] - mach0[0]) / CLK_TCK - cpu_ms / 1000.0 - client_cpu - self_cpu - sink_cpu)
+        "other_cpu_pct": round(100.0 * ((mach1[0] - mach0[0]) / CLK_TCK - cpu_ms / 1000.0 - client_cpu - self_cpu - sink_cpu - helper_cpu)
                                / max(1e-9, (mach1[2] - mach0[2]) / CLK_TCK), 1),
         # CPU this measuring process used (polling + memory sampling)
         "monitor_cpu_ms_per_msg": round(self_cpu * 1000.0 / n, 3),
@@ -523,6 +528,10 @@ def cmd_run(a):
         # children's time (Postfix: short-lived children land in "master").
         "cpu_by_comm": breakdown,
     }
+    # A process the server needs (redis-server for [store] backend = "redis").
+    # Always a column (empty without a helper), so that rows of both servers
+    # in one CSV have the same columns.
+    result["helper_cpu_ms_per_msg"] = round(helper_cpu * 1000.0 / n, 3) if a.helper_pid else None
     if sink is not None:
         # relay work: what the smtp-sink saw. connections = sessions ended
         # during the run + connections still open at the end (idle ones a
@@ -696,6 +705,14 @@ def cmd_summarize(a):
             med[(c, s)]["other"] = median([float(r["other_cpu_pct"]) for r in sel if r.get("other_cpu_pct")])
             if relay:
                 med[(c, s)]["sink"] = median([float(r["sink_cpu_ms_per_msg"]) for r in sel])
+            med[(c, s)]["helper"] = median([float(r["helper_cpu_ms_per_msg"]) for r in sel
+                                            if r.get("helper_cpu_ms_per_msg") not in (None, "", "None")])
+    helper = any(m["helper"] is not None for m in med.values())
+    if helper:
+        # the helper (redis-server) is part of the server's cost: its own column
+        fields.insert(fields.index(("server_cpu_ms_per_msg", 2)) + 1, ("helper_cpu_ms_per_msg", 2))
+        for (c, s), m in med.items():
+            m["helper_cpu_ms_per_msg"] = m["helper"]
     out = []
     out.append(f"Medians of successful runs; {a.title}" if a.title else "Medians of successful runs")
     out.append("")
@@ -704,8 +721,10 @@ def cmd_summarize(a):
                    "peak PSS MiB | peak RSS MiB | connections to the sink | client CPU ms/msg | sink CPU ms/msg | other CPU % |")
         out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     else:
-        out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | peak PSS MiB | peak RSS MiB | client CPU ms/msg | other CPU % |")
-        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| sessions | server | runs | accepted msg/s | delivered msg/s | server CPU ms/msg | "
+                   + ("redis-server CPU ms/msg | " if helper else "")
+                   + "peak PSS MiB | peak RSS MiB | client CPU ms/msg | other CPU % |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if helper else ""))
     tail_cols = 3 if relay else 2
     for c in concs:
         for s in servers:
@@ -727,8 +746,12 @@ def cmd_summarize(a):
         out.append("relayed msg/s: until the sink (smtp-sink) had counted every message. connections to the sink: "
                    "sessions the sink saw end during the run plus those still open at its end.")
     out.append("")
+    if helper:
+        out.append("redis-server CPU ms/msg: the CPU of the Redis server that holds mxguard's counters "
+                   "([store] backend = \"redis\"); not in server CPU, and kept out of other CPU %.")
+        out.append("")
     out.append("other CPU %: machine CPU busy during the run not accounted to the server, the client"
-               + (", the sink" if relay else "") + " or the monitor "
+               + (", the sink" if relay else "") + (", redis-server" if helper else "") + " or the monitor "
                "(kernel threads working for the run, plus any other work on the machine); if it is high, the run was noisy.")
     print("\n".join(out))
 
@@ -743,6 +766,8 @@ def main():
     r.add_argument("--sink-out", help="the stdout file of `smtp-sink -c` whose mesg= counter to follow (relay work)")
     r.add_argument("--sink-pid", type=int, help="smtp-sink's pid: its CPU is reported and kept out of other CPU %%")
     r.add_argument("--sink-port", type=int, help="smtp-sink's port on 127.0.0.1: connections still open at the end are counted")
+    r.add_argument("--helper-pid", type=int,
+                   help="a process the server uses (redis-server): its CPU is reported (helper_cpu_ms_per_msg) and kept out of other CPU %%")
     r.add_argument("--messages", type=int, required=True)
     r.add_argument("--timeout", type=float, required=True, help="seconds from start until delivery must be complete")
     r.add_argument("--queue-dir", action="append", default=[], help="must be empty before CPU is read (repeatable)")

@@ -28,6 +28,8 @@
 #   BENCH_KEEP_GOING=0      1: record a failed run and carry on instead of stopping
 #   BENCH_KEEP=0            1: keep the temp dir /tmp/mxbench-* (kept anyway on failure)
 #   BENCH_FILTERS=0         see "Filters switch" below
+#   BENCH_LIMITS=off        mxguard's hourly volume limits ([limits]) and where they
+#                           count (see "Limits switch" below): off | embedded | redis
 #   MXGUARD_BIN=            use this binary instead of `cargo build --release`
 set -euo pipefail
 
@@ -77,6 +79,37 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_FILTERS=${BENCH_FILTERS:-0}
 
 # ---------------------------------------------------------------------------
+# Limits switch (BENCH_LIMITS, mxguard only; Postfix has no such limits built
+# in and runs unchanged, as the baseline of the same run).
+#   off       no hourly limits (the default, as in the earlier runs).
+#   embedded  [limits] messages_per_hour_per_ip, recipients_per_hour and
+#             messages_per_hour_per_recipient all = LIMIT_HIGH: far above
+#             what a run sends, so nothing is refused, but every message pays
+#             the checks (MAIL: messages from this IP; RCPT: recipients of
+#             this IP and messages of this mailbox, each read as the current
+#             and the previous hourly bucket) and the counts (RCPT: +1
+#             recipients; queued: +1 for the IP and +1 for the mailbox), in
+#             the default store: the redb file data_dir/state.redb, fresh
+#             for each run like the rest of data_dir.
+#   redis     the same limits, with [store] backend = "redis" on a
+#             redis-server this script starts on a free 127.0.0.1 port
+#             (--save "" --appendonly no: no disk), flushed (FLUSHDB) before
+#             each mxguard run. Its CPU is reported as a column of its own
+#             and kept out of "other CPU %".
+# All 5,000 messages of a run come from one client address to one mailbox,
+# so they all count on the same three keys (the hottest case for the store).
+# After each mxguard run the counts are checked: the server is restarted on
+# the same state (same data_dir / same Redis database) with every limit set
+# to MESSAGES + 1, then one message from 127.0.0.1 must be accepted (so no
+# more than MESSAGES were counted), a second MAIL FROM from 127.0.0.1 must
+# get 451 (messages per IP: exactly MESSAGES were counted), and a RCPT from
+# 127.0.0.2 must get 451 (messages per recipient: the same). With redis the
+# counters are also read back with redis-cli. A failed check fails the run.
+# ---------------------------------------------------------------------------
+BENCH_LIMITS=${BENCH_LIMITS:-off}
+LIMIT_HIGH=1000000000
+
+# ---------------------------------------------------------------------------
 # Relay work (BENCH_WORK=relay). The client (127.0.0.1) is a relay client of
 # both servers and sends to u1@relay.test, a domain neither server knows; both
 # relay everything to one smtp-sink (Postfix's test server) on a free
@@ -111,9 +144,13 @@ RUN_PID=""
 PF_MASTER_USED=""
 SINK_PID=""
 SINK_PORT=""
+REDIS_PID=""
+REDIS_PORT=""
 
 case $BENCH_ONLY in both|postfix|mxguard) ;; *) die "BENCH_ONLY must be both, postfix or mxguard";; esac
 [[ $EUID -eq 0 ]] || die "run as root (the private Postfix instance needs it)"
+case $BENCH_LIMITS in off|embedded|redis) ;; *) die "BENCH_LIMITS must be off, embedded or redis";; esac
+[[ $BENCH_LIMITS == off || $BENCH_WORK == local ]] || die "BENCH_LIMITS is for the local work"
 [[ $BENCH_FILTERS == 0 ]] || die "BENCH_FILTERS=1 is not implemented yet: mxguard has no IP list/DNSBL support and the DNSBL test DNS is not set up (see the Filters switch comment)"
 command -v python3 >/dev/null || die "python3 is needed"
 want() { [[ $BENCH_ONLY == both || $BENCH_ONLY == "$1" ]]; }
@@ -141,6 +178,13 @@ stop_mxguard() {
     MX_PID=""
 }
 
+stop_redis() {
+    [[ -n $REDIS_PID ]] || return 0
+    kill -TERM "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+}
+
 stop_sink() {
     [[ -n $SINK_PID ]] || return 0
     kill -TERM "$SINK_PID" 2>/dev/null || true
@@ -159,6 +203,7 @@ cleanup() {
     stop_mxguard
     stop_postfix
     stop_sink
+    stop_redis
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ $rc -ne 0 || $FAILED -ne 0 || $BENCH_KEEP == 1 ]]; then
             log "kept $WORK for inspection (logs: $WORK/*.log${PF_MASTER_USED:+, $WORK/postfix/maillog})"
@@ -185,6 +230,13 @@ if ! command -v smtp-source >/dev/null; then
 fi
 command -v smtp-source >/dev/null || die "smtp-source still missing after installing postfix"
 [[ $BENCH_WORK != relay ]] || command -v smtp-sink >/dev/null || die "smtp-sink missing (Debian package postfix)"
+if [[ $BENCH_LIMITS == redis ]] && want mxguard && ! command -v redis-server >/dev/null; then
+    log "redis-server missing: installing it (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 install -y redis-server >&2 ||
+        { apt-get -o DPkg::Lock::Timeout=600 update >&2 && apt-get -o DPkg::Lock::Timeout=600 install -y redis-server >&2; } ||
+        die "could not install redis-server"
+fi
 if want postfix; then
     command -v postfix >/dev/null || die "postfix missing"
     getent passwd postfix >/dev/null || die "no postfix user"
@@ -208,6 +260,7 @@ mkdir -p "$BENCH/results"
 STAMP=$(date +%Y%m%d-%H%M%S)
 RESULT=smtp-bench-$STAMP
 [[ $BENCH_WORK == local ]] || RESULT=smtp-bench-$BENCH_WORK-$STAMP
+[[ $BENCH_LIMITS == off ]] || RESULT=smtp-bench-limits-$BENCH_LIMITS-$STAMP
 CSV=$BENCH/results/$RESULT.csv
 JSONL=$BENCH/results/$RESULT.jsonl
 SUMMARY=$BENCH/results/$RESULT.md
@@ -373,6 +426,20 @@ MX_CONF=$MX/mxguard.toml
 MX_LOG=$WORK/mxguard.log
 MX_PORT=""
 
+# BENCH_LIMITS: the hourly limits, and the [store] they count in.
+limits_config() {
+    local high=${1:-$LIMIT_HIGH}
+    [[ $BENCH_LIMITS != off ]] || return 0
+    printf '# BENCH_LIMITS=%s: every message is checked and counted\n' "$BENCH_LIMITS"
+    printf 'messages_per_hour_per_ip = %s\nrecipients_per_hour = %s\nmessages_per_hour_per_recipient = %s\n' \
+        "$high" "$high" "$high"
+    if [[ $BENCH_LIMITS == redis ]]; then
+        printf '\n[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\ntimeout = "500ms"\n' "$REDIS_PORT"
+    else
+        printf '\n[store]\nbackend = "embedded"\n'
+    fi
+}
+
 mx_write_config() {
     mkdir -p "$MX"
     {
@@ -395,6 +462,7 @@ local = ["example.test"]
 [limits]
 max_connections = 10000
 connections_per_ip = 10000
+$(limits_config)
 
 # Postfix's restrictions here have no reject_unknown_sender_domain, and this
 # machine has no DNS for client.test: compare without the sender's DNS check.
@@ -413,11 +481,17 @@ EOF
 }
 
 # Fresh, empty data dir; start; wait for the port. Any failure prints the log.
+# (mx_start keep: keep data_dir and the config as they are, for the counter check.)
 mx_start() {
-    rm -rf "$MX_DATA"
-    mkdir -p "$MX_DATA"
+    local old_port=$MX_PORT
     MX_PORT=$(free_port)
-    mx_write_config
+    if [[ ${1:-} != keep ]]; then
+        rm -rf "$MX_DATA"
+        mkdir -p "$MX_DATA"
+        mx_write_config
+    else
+        sed -i "s/^address = \"127.0.0.1:$old_port\"/address = \"127.0.0.1:$MX_PORT\"/" "$MX_CONF"
+    fi
     echo "=== $(date '+%F %T') start on port $MX_PORT" >>"$MX_LOG"
     # Logging on, as Postfix logs every message too (MXGUARD_LOG=warn to compare without).
     RUST_LOG="${MXGUARD_LOG:-info}" "$BIN" serve --config "$MX_CONF" >>"$MX_LOG" 2>&1 &
@@ -428,6 +502,87 @@ mx_start() {
         log "its config: $MX_CONF"
         die "mxguard did not start"
     fi
+}
+
+# --------------------------------------------------------------- redis-server
+
+# One redis-server for the whole script (BENCH_LIMITS=redis), no disk.
+redis_start() {
+    REDIS_PORT=$(free_port)
+    mkdir -p "$WORK/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$WORK/redis" --logfile "$WORK/redis.log" &
+    REDIS_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+        [[ -e /proc/$REDIS_PID ]] || break
+        sleep 0.1
+    done
+    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || { tail -20 "$WORK/redis.log" >&2; die "redis-server did not start"; }
+    log "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+}
+
+# The counters the last run left, "key=value" per line (redis only).
+redis_counters() {
+    local k
+    redis-cli -p "$REDIS_PORT" --scan --pattern 'mxguard:v:rate:*' | sort | while read -r k; do
+        printf '%s=%s\n' "$k" "$(redis-cli -p "$REDIS_PORT" get "$k")"
+    done
+}
+
+# check_counts N: after an mxguard run of N messages (server stopped), check
+# that it counted exactly N (see the Limits switch). Returns 1 on failure.
+check_counts() {
+    local n=$1 bucket0=$2 out rc=0
+    if [[ $BENCH_LIMITS == redis ]]; then
+        log "Redis after the run: dbsize $(redis-cli -p "$REDIS_PORT" dbsize); counters: $(redis_counters | tr '\n' ' ')"
+        local sum
+        sum=$(redis_counters | awk -F= '/:rate:msg_ip:127\.0\.0\.1:/ {s += $2} END {print s + 0}')
+        [[ $sum == "$n" ]] || { log "counter check: Redis holds $sum messages for 127.0.0.1, expected $n"; rc=1; }
+    fi
+    if (( $(date +%s) / 3600 != bucket0 )); then
+        log "counter check skipped: an hour boundary passed during the run (the counts are split over two hourly buckets)"
+        return "$rc"
+    fi
+    # Restart on the same state with every limit at N + 1.
+    sed -i "s/= $LIMIT_HIGH\$/= $((n + 1))/" "$MX_CONF"
+    mx_start keep
+    out=$(python3 - "$MX_PORT" <<'PYEOF'
+import socket, sys
+port = int(sys.argv[1])
+def session(src, steps):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(src, 0))
+    f = s.makefile("rb")
+    def reply():
+        while True:
+            line = f.readline()
+            if len(line) < 4 or line[3:4] != b"-":
+                return line.decode().strip()
+    codes = [reply()[:3]]
+    for cmd in steps:
+        s.sendall(cmd.encode() + b"\r\n")
+        r = reply()
+        codes.append(r[:3])
+        if not r.startswith(("2", "3")):
+            break
+    s.close()
+    return " ".join(codes)
+ok = "EHLO probe.client.test", "MAIL FROM:<sender@client.test>", "RCPT TO:<u1@example.test>", "DATA"
+a = session("127.0.0.1", ok + ("Subject: counter check\r\n\r\nx\r\n.", "QUIT"))
+b = session("127.0.0.1", ("EHLO probe.client.test", "MAIL FROM:<sender@client.test>"))
+c = session("127.0.0.2", ("EHLO probe.client.test", "MAIL FROM:<sender@client.test>", "RCPT TO:<u1@example.test>"))
+print(f"{a}|{b}|{c}")
+PYEOF
+    ) || out="probe failed"
+    stop_mxguard
+    if [[ $out == "220 250 250 250 354 250 221|220 250 451|220 250 250 451" ]]; then
+        log "counter check: $n messages counted for the client address and for the mailbox (next one over $((n + 1)) refused with 451)"
+    else
+        log "counter check FAILED: replies $out; expected 220 250 250 250 354 250 221|220 250 451|220 250 250 451"
+        rc=1
+    fi
+    return "$rc"
 }
 
 # --------------------------------------------------------------- smtp-sink
@@ -481,9 +636,15 @@ run_one() {
         for q in incoming active deferred hold maildrop; do extra+=(--queue-dir "$PF_QUEUE/$q"); done
     else
         [[ ! -f $MX_LOG ]] || loglines=$(wc -l <"$MX_LOG")
+        if [[ $BENCH_LIMITS == redis ]]; then
+            [[ $(redis-cli -p "$REDIS_PORT" flushdb) == OK ]] || die "redis FLUSHDB failed"
+            extra+=(--helper-pid "$REDIS_PID")
+        fi
         mx_start
         root=$MX_PID port=$MX_PORT maildir=$MX_DATA/mail/example.test/u1/new srvlog=$MX_LOG
     fi
+    extra+=(--label "limits=$BENCH_LIMITS")
+    local bucket0=$(( $(date +%s) / 3600 ))
     local -a target=(--maildir "$maildir")
     if [[ $BENCH_WORK == relay ]]; then
         target=(--sink-out "$SINK_OUT" --sink-pid "$SINK_PID" --sink-port "$SINK_PORT")
@@ -515,6 +676,12 @@ run_one() {
         tail -30 "$srvlog" >&2
     fi
     if [[ $server == postfix ]]; then stop_postfix; else stop_mxguard; fi
+    if [[ $server == mxguard && $BENCH_LIMITS != off && $rc -eq 0 ]]; then
+        local store_errors
+        store_errors=$(tail -n +"$((loglines + 1))" "$MX_LOG" | grep -c 'state store unavailable' || true)
+        [[ $store_errors == 0 ]] || { log "$server: the log says the state store failed ($store_errors warnings): checks were skipped"; rc=1; }
+        check_counts "$n" "$bucket0" || rc=1
+    fi
     if [[ $BENCH_WORK == relay ]]; then
         # Both halves must agree: the sink counted exactly n messages (also
         # after the server stopped: no late duplicate), and the server's own
@@ -549,6 +716,7 @@ run_one() {
 SERVERS=()
 want postfix && SERVERS+=(postfix) && pf_write_config
 want mxguard && SERVERS+=(mxguard)
+if [[ $BENCH_LIMITS == redis ]] && want mxguard; then redis_start; fi
 
 {
     echo "# smtp-bench $STAMP"
@@ -565,6 +733,10 @@ want mxguard && SERVERS+=(mxguard)
         echo "- relay work: both servers relay to one smtp-sink -c on 127.0.0.1, fresh for each run (Postfix: relayhost = [127.0.0.1]:PORT, smtp client defaults; mxguard: [relay] clients = [\"127.0.0.1\"], smarthost = \"127.0.0.1:PORT\")"
     fi
     echo "- filters (IP list + DNSBL): $([[ $BENCH_FILTERS == 1 ]] && echo on || echo off)"
+    case $BENCH_LIMITS in
+        off) echo "- mxguard hourly limits: off" ;;
+        *) echo "- mxguard hourly limits: messages_per_hour_per_ip = recipients_per_hour = messages_per_hour_per_recipient = $LIMIT_HIGH (never reached; every message checked and counted), store: $BENCH_LIMITS$([[ $BENCH_LIMITS == redis ]] && echo " (redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1, no persistence, FLUSHDB before each run)"); counts checked after each run; Postfix unchanged" ;;
+    esac
     echo
 } >"$SUMMARY"
 
