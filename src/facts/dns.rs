@@ -86,6 +86,30 @@ fn fqdn(name: &str) -> String {
     }
 }
 
+/// The servers of `[dns] nameservers`: UDP, then TCP, on each one's port.
+pub(crate) fn nameserver_configs(cfg: &DnsConfig) -> Vec<NameServerConfig> {
+    cfg.nameservers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect()
+}
+
+/// The options used with `[dns] nameservers`: its timeout, one attempt,
+/// no hosts file (the configured servers answer everything).
+pub(crate) fn configured_opts(cfg: &DnsConfig) -> ResolverOpts {
+    let mut opts = ResolverOpts::default();
+    opts.timeout = cfg.timeout;
+    opts.attempts = 1;
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    opts
+}
+
 impl Dns {
     /// Builds the resolver of `[dns]`.
     pub fn from_config(cfg: &DnsConfig) -> Result<Dns, NetError> {
@@ -98,22 +122,9 @@ impl Dns {
                 direct: None,
             });
         }
-        let servers: Vec<NameServerConfig> = cfg
-            .nameservers
-            .iter()
-            .map(|addr| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        let mut opts = ResolverOpts::default();
-        opts.timeout = cfg.timeout;
+        let servers = nameserver_configs(cfg);
+        let mut opts = configured_opts(cfg);
         opts.cache_size = CACHE_SIZE;
-        opts.attempts = 1;
-        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         let cx = Arc::new(PoolContext::new(opts.clone(), TlsConfig::new()?));
         let direct =
             NameServerPool::from_config(servers.clone(), cx, TokioRuntimeProvider::default());

@@ -42,9 +42,7 @@ use std::time::Duration;
 
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use mail_auth::hickory_resolver::config::ResolverConfig;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
@@ -456,21 +454,9 @@ fn build(
         opts.timeout = dns.timeout;
         return MessageAuthenticator::new(config, opts);
     }
-    let servers: Vec<NameServerConfig> = dns
-        .nameservers
-        .iter()
-        .map(|addr| {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = addr.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = addr.port();
-            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-        })
-        .collect();
-    let mut opts = ResolverOpts::default();
-    opts.timeout = dns.timeout;
-    opts.attempts = 1;
-    opts.use_hosts_file = ResolveHosts::Never;
+    // The same servers and options as the server's own resolver.
+    let servers = crate::facts::dns::nameserver_configs(dns);
+    let opts = crate::facts::dns::configured_opts(dns);
     MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts)
 }
 
