@@ -325,6 +325,10 @@ run_one() {
         extra+=(--server-log "$MX_LOG" --log-needle "RCPT replies delayed from now on (tarpit)")
     fi
     for ((wave = 1; wave <= waves; wave++)); do
+        if ((wave > 1)) && [[ $BENCH_QUIET_WAIT != 0 ]]; then
+            procstats quiet --max-busy "$BENCH_QUIET_MAX" --wait "$BENCH_QUIET_WAIT" >/dev/null ||
+                log "warning: the machine is busy with other work; this wave will be noisy"
+        fi
         log "$srv: $n sessions, repeat $rep/$BENCH_REPEATS, wave $wave/$waves (port $SRV_PORT, pid $SRV_PID)"
         # Bounded: establishing + hold + replies/close + release (DELAY + 30 s) + probes.
         timeout --kill-after=10 $((BENCH_DELAY * 2 + BENCH_HOLD + 200)) \
