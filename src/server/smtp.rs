@@ -44,7 +44,11 @@ use super::trace::{self, ReceivedFacts};
 use mxguard_policy::Verdict;
 use mxguard_policy::connect::{check_helo, early_talker_verdict};
 
-const READ_BUF: usize = 16 * 1024;
+/// The read buffer of a session, allocated at accept and kept for its
+/// life: small, because a server holding thousands of tarpitted or idle
+/// sessions pays it for each (16 KiB was most of a session's memory); a
+/// command line fits, and DATA just takes more reads.
+const READ_BUF: usize = 4 * 1024;
 
 /// A message larger than this goes to a spool file instead of memory, so a
 /// session's memory stays bounded whatever `max_message_size` is.
