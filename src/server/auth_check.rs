@@ -185,7 +185,7 @@ pub(crate) async fn check(req: Request<'_>, body: Body) -> Checked {
     };
     let summary = summarize(&results);
     if let Some((reply, reason)) = refusal(&req, &results) {
-        remove_spool(&body).await;
+        super::content::remove_spool(&body).await;
         tracing::info!(
             session = %req.session, client = %req.client_ip, helo = %req.helo, from = %req.sender,
             queue_id = %req.queue_id, check = "verify", results = %summary, reason = %reason, reply = %reply,
@@ -423,12 +423,6 @@ fn part(ar: &AuthenticationResults<'_>, hostname: &str) -> String {
     text.strip_prefix(hostname).unwrap_or(&text).to_string()
 }
 
-async fn remove_spool(body: &Body) {
-    if let Body::File(path) = body {
-        let _ = tokio::fs::remove_file(path).await;
-    }
-}
-
 /// The authenticator of the current `[dns]` settings (built once, rebuilt
 /// when a reload changes them).
 fn authenticator(dns: &DnsConfig) -> Result<Arc<MessageAuthenticator>, String> {
@@ -497,31 +491,30 @@ pub(crate) async fn sign(
             .rsplit_once('@')
             .is_some_and(|(_, d)| d.trim_end_matches('>').eq_ignore_ascii_case(&ds.domain))
     };
-    let (body, message) = match body {
-        Body::Memory(m) => {
-            let message = m.get(content_start..).unwrap_or_default().to_vec();
-            (Body::Memory(m), message)
-        }
-        Body::File(path) => match tokio::fs::read(&path).await {
+    // A message in memory is signed where it lies; a spool file is read.
+    let read;
+    let message: &[u8] = match &body {
+        Body::Memory(m) => m.get(content_start..).unwrap_or_default(),
+        Body::File(path) => match tokio::fs::read(path).await {
             Ok(all) => {
-                let message = all.get(content_start..).unwrap_or_default().to_vec();
-                (Body::File(path), message)
+                read = all;
+                read.get(content_start..).unwrap_or_default()
             }
             Err(e) => {
                 let why = format!("reading spool file {} to sign it: {e}", path.display());
-                let _ = tokio::fs::remove_file(&path).await;
+                let _ = tokio::fs::remove_file(path).await;
                 return Err(why);
             }
         },
     };
     let from_ours =
-        AuthenticatedMessage::parse(&message).is_some_and(|m| m.from.iter().any(|a| in_domain(a)));
+        AuthenticatedMessage::parse(message).is_some_and(|m| m.from.iter().any(|a| in_domain(a)));
     if !in_domain(sender) && !from_ours {
         return Ok(body);
     }
     let signed = match signing_key(ds) {
-        Ok(SigningKey::Ed25519(k)) => signature(k, &ds.domain, &ds.selector, &message),
-        Ok(SigningKey::Rsa(k)) => signature(k, &ds.domain, &ds.selector, &message),
+        Ok(SigningKey::Ed25519(k)) => signature(k, &ds.domain, &ds.selector, message),
+        Ok(SigningKey::Rsa(k)) => signature(k, &ds.domain, &ds.selector, message),
         Err(e) => Err(e),
     };
     match signed {

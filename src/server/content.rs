@@ -269,7 +269,8 @@ pub(crate) async fn read_head(path: &Path, start: usize) -> std::io::Result<Vec<
     Ok(out)
 }
 
-async fn remove_spool(body: &Body) {
+/// Removes the spool file of a message that will not be queued.
+pub(crate) async fn remove_spool(body: &Body) {
     if let Body::File(path) = body {
         let _ = tokio::fs::remove_file(path).await;
     }

@@ -536,6 +536,35 @@ mod tests {
     }
 
     #[test]
+    fn recipients_are_counted_per_account_else_per_address() {
+        let cfg = config("[limits]\nrecipients_per_hour = 2\n");
+        let store = Map::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let rate = Rate::RecipientsPerHour;
+        let joe = recipients_id(Some("Joe@Example.test"), ip);
+        assert_eq!(joe, "account:joe@example.test");
+        let anon = recipients_id(None, ip);
+        assert_eq!(anon, "ip:192.0.2.1");
+        let t = 1_800_000_000;
+        count_rate(&store, &cfg, rate, &joe, 2, t).unwrap();
+        // the account is at its limit wherever it logs in from...
+        assert!(
+            check_rate(
+                &store,
+                &cfg,
+                rate,
+                &recipients_id(Some("joe@example.test"), "198.51.100.1".parse().unwrap()),
+                1,
+                t
+            )
+            .unwrap()
+            .is_err()
+        );
+        // ...while strangers at the same address are counted apart
+        assert_eq!(check_rate(&store, &cfg, rate, &anon, 1, t).unwrap(), Ok(()));
+    }
+
+    #[test]
     fn client_keys() {
         assert_eq!(client_key("192.0.2.1".parse().unwrap()), "192.0.2.1");
         assert_eq!(client_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1");

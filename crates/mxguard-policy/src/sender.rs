@@ -13,25 +13,18 @@ use mxguard_proto::address::parse_mailbox;
 use mxguard_proto::Reply;
 
 use crate::pattern;
-use crate::recipient::{Client, routing_loop, steps_text};
+use crate::recipient::{Client, address_for_routing, routing_loop, steps_text};
 use crate::router::{RouteEnd, route};
 use crate::{CheckId, Verdict};
 
 /// The address as the accounts know it: quotes removed, and `user@[IP]`
-/// of one of our own addresses read as `user@` the first local domain.
+/// of one of our own addresses read as `user@` the first local domain
+/// (the form RCPT TO addresses are routed in).
 fn canonical(cfg: &Config, from: &str, client: &Client<'_>) -> String {
-    let Ok(mb) = parse_mailbox(from) else {
-        return from.to_string();
-    };
-    let local = mb.local_part_unquoted();
-    let ours = mb.domain_literal_ip().is_some_and(|ip| {
-        cfg.domains.domain_literals
-            && (ip == client.local_ip || cfg.domains.literal_addresses.contains(&ip))
-    });
-    match (ours, cfg.domains.local.first()) {
-        (true, Some(d)) => format!("{local}@{d}"),
-        _ => format!("{local}@{}", mb.domain),
-    }
+    parse_mailbox(from)
+        .ok()
+        .and_then(|mb| address_for_routing(cfg, &mb, client))
+        .unwrap_or_else(|| from.to_string())
 }
 
 /// What a MAIL FROM still needs once the checks without network pass.
