@@ -13,6 +13,8 @@ command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # mxguard-store's Redis backend tests start redis-server processes of their own.
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+# tests/rspamd.rs checks the rspamd client against a real rspamd it starts.
+command -v rspamd >/dev/null 2>&1 || need_pkgs+=(rspamd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod delivery;
 pub mod facts;
+pub mod program;
 pub mod server;
 
 pub use server::Server;

@@ -473,3 +473,52 @@ action = "redirect:postmaster@example.test"
         LOG_WAIT,
     );
 }
+
+#[test]
+fn a_clients_own_spam_headers_are_removed() {
+    let tmp = root();
+    let cfg = ConfigBuilder::new().extra(
+        r#"
+[[filter]]
+name = "NOTE"
+on = "body"
+matches = 'note'
+score = 6
+"#,
+    );
+    let server = Server::start(&cfg, tmp.path());
+    let forged = "From: <sender@client.test>\r\nX-Spam-Status: No, score=-20.0\r\n\ttests=TRUSTED\r\nX-Spam-Flag: NO\r\nSubject: forged\r\nX-Spam-Score: -20\r\nMessage-ID: <forged@client.test>\r\n\r\na note\r\n";
+    // The same, over 1 MiB: spooled to a file, which is rewritten.
+    let mut big = forged.replace("Subject: forged", "Subject: forged-big");
+    while big.len() < 2 * 1024 * 1024 {
+        big.push_str("filler line of a large note with forged spam headers\r\n");
+    }
+    let mut c = client_from("127.0.0.8", server.mx);
+    c.ehlo("client.test").expect("250");
+    for m in [forged, big.as_str()] {
+        let r = send(&mut c, &["joe@example.test"], m);
+        assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    }
+    c.quit();
+    let joe = server.new_dir("joe@example.test");
+    wait_for_files(&joe, 2, DELIVERY);
+    for subject in ["Subject: forged\r\n", "Subject: forged-big\r\n"] {
+        let m = &find_message(&joe, subject)[0];
+        let names = header_names(m);
+        assert_eq!(
+            names[..6],
+            [
+                "Received",
+                "X-Spam-Flag",
+                "X-Spam-Score",
+                "X-Spam-Status",
+                "From",
+                "Subject"
+            ],
+            "{m:.600}"
+        );
+        assert_eq!(names.iter().filter(|n| n.starts_with("X-Spam")).count(), 3);
+        assert!(m.contains("X-Spam-Flag: YES\r\n"), "{m:.600}");
+        assert!(!m.contains("TRUSTED") && !m.contains("-20"), "{m:.600}");
+    }
+}

@@ -184,12 +184,22 @@ fn spf_dkim_and_dmarc_results_and_dmarc_reject() {
     assert_eq!(names.get(1), Some(&"Authentication-Results"), "{head}");
 
     // The same message, a signed header changed after signing: DKIM
-    // fails, DMARC still passes on the aligned SPF pass.
-    let tampered = signed(&pkcs8, &message("alice@good.test", "tampered"))
-        .replace("<tampered@client.test>", "<forged@client.test>");
+    // fails, DMARC still passes on the aligned SPF pass. The client also
+    // brings results in our name (removed, RFC 8601 section 5) and in
+    // another server's (kept).
+    let tampered = format!(
+        "Authentication-Results: mx.example.test; dkim=pass header.d=forged.test\r\n\
+         Authentication-Results: relay.other.test; spf=pass smtp.mailfrom=x@other.test\r\n{}",
+        signed(&pkcs8, &message("alice@good.test", "tampered"))
+            .replace("<tampered@client.test>", "<forged@client.test>")
+    );
     send(&mut c, "alice@good.test", &tampered).expect("250");
     let (_, head) = delivered(&server, "tampered", 2);
-    let ar = header_values(&head, "Authentication-Results").join("\n");
+    let ar = header_values(&head, "Authentication-Results");
+    assert_eq!(ar.len(), 2, "ours and relay.other.test's: {head}");
+    assert!(ar[1].starts_with("relay.other.test;"), "{ar:?}");
+    assert!(!head.contains("forged.test"), "{head}");
+    let ar = ar.join("\n");
     assert!(ar.contains("dkim=fail"), "{ar}");
     assert!(ar.contains("spf=pass"), "{ar}");
     assert!(ar.contains("dmarc=pass"), "{ar}");

@@ -6,11 +6,14 @@
 //! - [`outbound`] and [`remote`]: next-hop choice (routes, smarthost, MX)
 //!   and the SMTP client.
 //! - [`dsn`]: RFC 3464 delivery status notifications.
+//! - [`after_filter`]: the `after_accept` filter programs, which judge a
+//!   held message before any delivery.
 //!
 //! A message is removed from the queue only once every recipient is
 //! delivered or bounced; a crash at any point means a later delivery (at
 //! worst a second copy), never a lost message.
 
+mod after_filter;
 pub mod dsn;
 mod local;
 pub mod maildir;

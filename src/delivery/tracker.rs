@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mxguard_config::Config;
+use mxguard_policy::content::ContentAction;
 use mxguard_queue::schedule::{self, Outcome, RetryPolicy};
 use mxguard_queue::{
     Body, Content, Deferred, Envelope, Queue, QueuedMessage, RcptStatus, Recipient, RecordLoc,
@@ -30,6 +31,7 @@ use mxguard_queue::{
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
+use super::after_filter::{self, AfterResult};
 use super::dsn;
 use super::local::LocalJob;
 use super::outbound::{Hop, Outbound, hop_for};
@@ -45,6 +47,16 @@ pub(crate) enum TrackerMsg {
     },
     Control(Control, oneshot::Sender<String>),
     Stop(oneshot::Sender<()>),
+    /// The `after_accept` programs judged a held message.
+    Filtered {
+        id: String,
+        result: AfterResult,
+    },
+    /// A message re-queued with the headers they added (or why not).
+    Requeued {
+        old: String,
+        result: Result<QueuedMessage, String>,
+    },
 }
 
 /// A `mxguard queue` request.
@@ -177,6 +189,15 @@ impl Tracker {
                 Ok(Some(TrackerMsg::Control(_, reply))) => {
                     let _ = reply.send("mxguard is stopping".into());
                 }
+                // The message stays held in the queue: judged again at
+                // the next start.
+                Ok(Some(
+                    TrackerMsg::Filtered { id, .. } | TrackerMsg::Requeued { old: id, .. },
+                )) => {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.outstanding = e.outstanding.saturating_sub(1);
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
@@ -222,6 +243,184 @@ impl Tracker {
             TrackerMsg::Stop(done) => {
                 let _ = done.send(());
             }
+            TrackerMsg::Filtered { id, result } => self.filtered(id, result).await,
+            TrackerMsg::Requeued { old, result } => self.requeued(old, result).await,
+        }
+    }
+
+    /// Hands a held message to its `after_accept` programs.
+    fn start_filter(&mut self, id: &str) {
+        let Some(e) = self.entries.get_mut(id) else {
+            return;
+        };
+        e.outstanding += 1;
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        let env = e.env.clone();
+        let content = e.content.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let result = after_filter::judge(&cfg, &env, &content).await;
+            let _ = tx.send(TrackerMsg::Filtered { id, result });
+        });
+    }
+
+    /// What the `after_accept` programs decided: deliver, bounce, discard,
+    /// or (no answer) try again on the retry schedule.
+    async fn filtered(&mut self, id: String, result: AfterResult) {
+        let now = now_secs();
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        e.outstanding = e.outstanding.saturating_sub(1);
+        let verdict = match result {
+            AfterResult::Failed { rule, why } => {
+                tracing::warn!(queue_id = %id, check = "filter", rule = %rule, error = %why,
+                    "after_accept filter program failed; delivery waits and it runs again later");
+                let text = format!("451 4.3.0 content filter {rule} failed: {why}");
+                for (i, r) in e.env.recipients.iter_mut().enumerate() {
+                    if r.status == RcptStatus::Pending {
+                        schedule::apply(
+                            r,
+                            Outcome::Temporary(text.clone()),
+                            e.env.received,
+                            now,
+                            &self.policy,
+                        );
+                        if r.status == RcptStatus::Failed {
+                            e.newly_failed.push(i);
+                        }
+                    }
+                }
+                if e.outstanding == 0 {
+                    self.finalize(&id).await;
+                }
+                return;
+            }
+            AfterResult::Judged(v) => v,
+        };
+        let fired = if verdict.fired.is_empty() {
+            "none".to_string()
+        } else {
+            verdict.fired.join(",")
+        };
+        let score = mxguard_policy::content::format_score(verdict.score);
+        match verdict.action {
+            ContentAction::Reject(v) => {
+                tracing::info!(queue_id = %id, from = %e.env.sender, check = v.check.as_str(), rules = %fired,
+                    score = %score, reason = %v.reason, reply = %v.reply,
+                    "message refused after acceptance ({}); the sender is sent a bounce", v.check.as_str());
+                let text = format!(
+                    "{} (refused after acceptance by {})",
+                    v.reply.to_wire().trim_end(),
+                    v.reason
+                );
+                e.env.filter_score = None;
+                for (i, r) in e.env.recipients.iter_mut().enumerate() {
+                    if r.status == RcptStatus::Pending {
+                        r.status = RcptStatus::Failed;
+                        r.last_error = text.clone();
+                        e.newly_failed.push(i);
+                    }
+                }
+                if e.outstanding == 0 {
+                    self.finalize(&id).await;
+                }
+            }
+            ContentAction::Discard { rule } => {
+                tracing::info!(queue_id = %id, from = %e.env.sender, check = "filter", rules = %fired,
+                    score = %score, "message discarded after acceptance (filter {rule})");
+                e.delete = true;
+                if e.outstanding == 0 {
+                    self.finalize(&id).await;
+                }
+            }
+            ContentAction::Accept | ContentAction::Redirect { .. } => {
+                if verdict.fired.is_empty() {
+                    tracing::debug!(queue_id = %id, check = "filter", score = %score,
+                        "after_accept filters passed the message");
+                } else {
+                    tracing::info!(queue_id = %id, from = %e.env.sender, check = "filter", rules = %fired,
+                        score = %score, headers = verdict.add_headers.len(),
+                        "after_accept filters passed the message");
+                }
+                e.env.filter_score = None;
+                if verdict.add_headers.is_empty() {
+                    self.dispatch(&id).await;
+                } else {
+                    self.requeue(&id, verdict.add_headers);
+                }
+            }
+        }
+    }
+
+    /// Queues the message again with `headers` at its top (the queued
+    /// content cannot change in place); the old copy goes when the new
+    /// one is durable, so a crash in between means a second judgement,
+    /// never a lost message.
+    fn requeue(&mut self, id: &str, headers: Vec<(String, String)>) {
+        let Some(e) = self.entries.get_mut(id) else {
+            return;
+        };
+        e.outstanding += 1;
+        let env = e.env.clone();
+        let content = e.content.clone();
+        let queue = self.queue.clone();
+        let tx = self.tx.clone();
+        let old = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let body = match after_filter::with_headers(&content, &headers) {
+                Ok(b) => b,
+                Err(err) => {
+                    let _ = tx.send(TrackerMsg::Requeued {
+                        old,
+                        result: Err(format!("reading the queued message: {err}")),
+                    });
+                    return;
+                }
+            };
+            queue.commit(
+                env,
+                Body::Memory(body),
+                Box::new(move |r| {
+                    let _ = tx.send(TrackerMsg::Requeued {
+                        old,
+                        result: r.map_err(|e| e.to_string()),
+                    });
+                }),
+            );
+        });
+    }
+
+    async fn requeued(&mut self, old: String, result: Result<QueuedMessage, String>) {
+        let Some(e) = self.entries.get_mut(&old) else {
+            return;
+        };
+        e.outstanding = e.outstanding.saturating_sub(1);
+        match result {
+            Ok(m) => {
+                if let Some(e) = self.entries.remove(&old) {
+                    self.forget(e).await;
+                }
+                let id = m.envelope.id.clone();
+                self.entries.insert(
+                    id.clone(),
+                    Entry {
+                        env: m.envelope,
+                        content: m.content,
+                        origin: Origin::Journal(m.loc),
+                        outstanding: 0,
+                        newly_failed: Vec::new(),
+                        delete: false,
+                    },
+                );
+                self.dispatch(&id).await;
+            }
+            Err(why) => {
+                tracing::error!(queue_id = %old, error = %why,
+                    "cannot add the after_accept filters' headers; delivering without them");
+                self.dispatch(&old).await;
+            }
         }
     }
 
@@ -247,11 +446,21 @@ impl Tracker {
         }
     }
 
-    /// Hands the pending recipients of a message to the workers.
+    /// Hands the pending recipients of a message to the workers (or, while
+    /// it is held for its `after_accept` programs, the message to them).
     fn start_jobs(&mut self, id: &str) {
         let Some(e) = self.entries.get_mut(id) else {
             return;
         };
+        if e.env.filter_score.is_some()
+            && e.env
+                .recipients
+                .iter()
+                .any(|r| r.status == RcptStatus::Pending)
+        {
+            self.start_filter(id);
+            return;
+        }
         let mut copies = Vec::new();
         let mut groups: HashMap<Hop, Vec<(usize, String)>> = HashMap::new();
         for (i, r) in e.env.recipients.iter().enumerate() {
@@ -447,6 +656,7 @@ impl Tracker {
             helo: self.cfg.server.hostname.clone(),
             recipients: vec![Recipient::new(env.sender.clone(), target)],
             warned: false,
+            filter_score: None,
         };
         tracing::info!(queue_id = %env.id, notice = %notice_id, kind = ?kind, to = %env.sender, "sending a delivery status notification");
         let tx = self.tx.clone();
@@ -534,10 +744,11 @@ fn log_outcome(id: &str, r: &Recipient) {
 
 fn describe(e: &Entry, full: bool) -> String {
     let now = now_secs();
-    let state = if e.outstanding > 0 {
-        "in flight"
-    } else {
-        "deferred"
+    let state = match (e.env.filter_score.is_some(), e.outstanding > 0) {
+        (true, true) => "being judged by the after_accept filters",
+        (true, false) => "held for the after_accept filters",
+        (false, true) => "in flight",
+        (false, false) => "deferred",
     };
     let sender = if e.env.sender.is_empty() {
         "<>"

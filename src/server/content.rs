@@ -22,13 +22,17 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mxguard_config::Config;
+use mxguard_config::{Config, FilterRule};
 use mxguard_policy::content::{
-    ContentAction, MessageFacts, format_score, is_active, judge_content, needs_message,
+    ContentAction, Judgement, MessageFacts, ProgramVerdict, format_score, is_active, needs_message,
+    program_verdict,
 };
 use mxguard_proto::Reply;
 use mxguard_queue::{Body, Recipient, Target};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::facts::rspamd;
+use crate::program;
 
 /// At most this much of a message in a spool file is read for the rules:
 /// the header section and the start of the body.
@@ -41,6 +45,8 @@ pub(crate) struct Input<'a> {
     pub queue_id: &'a str,
     pub client_ip: IpAddr,
     pub helo: &'a str,
+    /// The client's reverse DNS name, if it has one.
+    pub hostname: Option<&'a str>,
     pub sender: &'a str,
     pub recipients: &'a [Recipient],
     /// The connection-stage score and what made it.
@@ -59,6 +65,8 @@ pub(crate) enum Outcome {
     Queue {
         body: Body,
         recipients: Option<Vec<Recipient>>,
+        /// The message score (for the `after_accept` programs).
+        score: f64,
     },
     /// Refuse it with this reply (logged; the spool file is removed).
     Refuse(Reply),
@@ -75,6 +83,7 @@ pub(crate) async fn filter(input: Input<'_>, body: Body) -> Outcome {
         return Outcome::Queue {
             body,
             recipients: None,
+            score: input.connect_score,
         };
     }
     let start = input.content_start;
@@ -92,53 +101,110 @@ pub(crate) async fn filter(input: Input<'_>, body: Body) -> Outcome {
             }
         },
     };
-    let owned = OwnedFacts {
+    let owned = Arc::new(OwnedFacts {
         sender: input.sender.to_string(),
         recipients: input.recipients.iter().map(|r| r.address.clone()).collect(),
         client_ip: input.client_ip,
         helo: input.helo.to_string(),
         connect_score: input.connect_score,
         connect_reasons: input.connect_reasons.to_vec(),
-    };
+    });
     let cfg = input.cfg.clone();
-    let judge = move |body: &Body| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let facts = owned.facts();
-            let bytes: &[u8] = match (&text, body) {
-                (Some(t), _) => t,
-                (None, Body::Memory(m)) if needs_message => m.get(start..).unwrap_or_default(),
-                (None, _) => &[],
-            };
-            judge_content(&cfg, bytes, &facts)
-        }))
-        .ok()
-    };
-    let (body, verdict) = if needs_message {
+    // The pattern rules up to the first program (the parse included), off
+    // the executor when the message is read.
+    let step = {
+        let (cfg, owned) = (cfg.clone(), owned.clone());
         // The body goes to the blocking thread and comes back, whatever
         // happens there.
-        let joined = tokio::task::spawn_blocking(move || {
-            let verdict = judge(&body);
-            (body, verdict)
+        blocking(needs_message, move || {
+            let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let facts = owned.facts();
+                let bytes: &[u8] = match (&text, &body) {
+                    (Some(t), _) => t,
+                    (None, Body::Memory(m)) if needs_message => m.get(start..).unwrap_or_default(),
+                    (None, _) => &[],
+                };
+                let mut j = Judgement::start(&cfg, bytes, &facts);
+                let next = j.next_program(&cfg, &facts);
+                (j, next)
+            }))
+            .ok();
+            (body, judged)
         })
-        .await;
-        match joined {
-            Ok(r) => r,
-            // Only a cancelled runtime gets here; the body is gone with it.
-            Err(e) => return Outcome::Failed(format!("content filter task: {e}")),
-        }
-    } else {
-        // Envelope rules and the score only: no parse, nothing to wait for.
-        let verdict = judge(&body);
-        (body, verdict)
+        .await
     };
-    let Some(verdict) = verdict else {
+    let (body, judged) = match step {
+        Some(step) => step,
+        // Only a cancelled runtime gets here; the body is gone with it.
+        None => return Outcome::Failed("content filter task failed".into()),
+    };
+    let Some((mut judgement, mut next)) = judged else {
         tracing::error!(session = %input.session, client = %input.client_ip, queue_id = %input.queue_id,
             check = "filter", "the message could not be parsed for the content rules; accepted unjudged");
         return Outcome::Queue {
             body,
             recipients: None,
+            score: input.connect_score,
         };
     };
+    while let Some(i) = next {
+        let Some(rule) = cfg.filters.get(i) else {
+            break;
+        };
+        let answer = ask_program(&input, rule, judgement.score(), &body).await;
+        match answer {
+            Ok(answer) => judgement.program_answered(&cfg, i, answer),
+            Err(why) => {
+                remove_spool(&body).await;
+                tracing::warn!(
+                    session = %input.session, client = %input.client_ip, helo = %input.helo, from = %input.sender,
+                    queue_id = %input.queue_id, check = "filter", rule = %rule.name, error = %why,
+                    reply = "451 4.3.0", "DATA deferred (filter program failed)"
+                );
+                return Outcome::Refuse(Reply::fixed(
+                    451,
+                    4,
+                    3,
+                    0,
+                    "Temporary content filter failure; try again later",
+                ));
+            }
+        }
+        let step = {
+            let (cfg, owned) = (cfg.clone(), owned.clone());
+            blocking(needs_message, move || {
+                let next = judgement.next_program(&cfg, &owned.facts());
+                (judgement, next)
+            })
+            .await
+        };
+        match step {
+            Some((j, n)) => (judgement, next) = (j, n),
+            None => {
+                tracing::error!(session = %input.session, client = %input.client_ip, queue_id = %input.queue_id,
+                    check = "filter", "the content rules failed; accepted unjudged");
+                return Outcome::Queue {
+                    body,
+                    recipients: None,
+                    score: input.connect_score,
+                };
+            }
+        }
+    }
+    if let Some(rspamd) = &cfg.rspamd
+        && !judgement.is_stopped()
+        && let Some(answer) = ask_rspamd(&input, rspamd, &body).await
+    {
+        // rspamd's score, then the symbols that made it.
+        let reasons = std::iter::once(format!("rspamd={}", format_score(answer.score))).chain(
+            answer
+                .symbols
+                .iter()
+                .map(|(name, _)| format!("rspamd:{name}")),
+        );
+        judgement.add_external(answer.score, reasons);
+    }
+    let verdict = judgement.finish(&cfg, &owned.facts());
     let fired = if verdict.fired.is_empty() {
         "none".to_string()
     } else {
@@ -209,9 +275,134 @@ pub(crate) async fn filter(input: Input<'_>, body: Body) -> Outcome {
                 headers.retain(|(name, _)| name != "X-Spam-Flag");
             }
             match add_headers(body, start, &headers).await {
-                Ok(body) => Outcome::Queue { body, recipients },
+                Ok(body) => Outcome::Queue {
+                    body,
+                    recipients,
+                    score: verdict.score,
+                },
                 Err(why) => Outcome::Failed(why),
             }
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool when `heavy` (a parse or regexes over
+/// the message), inline otherwise; `None` if it panicked.
+async fn blocking<T: Send + 'static>(
+    heavy: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let guarded = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok();
+    if heavy {
+        tokio::task::spawn_blocking(guarded).await.ok().flatten()
+    } else {
+        guarded()
+    }
+}
+
+/// Runs rule's program on the message; its answer, or why there is none.
+async fn ask_program(
+    input: &Input<'_>,
+    rule: &FilterRule,
+    score: f64,
+    body: &Body,
+) -> Result<ProgramVerdict, String> {
+    let Some(program) = rule.program() else {
+        return Ok(ProgramVerdict::Accept);
+    };
+    let recipients: Vec<String> = input.recipients.iter().map(|r| r.address.clone()).collect();
+    let client_ip = input.client_ip.to_string();
+    let env = program::Env {
+        queue_id: input.queue_id,
+        sender: input.sender,
+        recipients: &recipients,
+        client_ip: &client_ip,
+        helo: input.helo,
+        rule: &rule.name,
+        score,
+        stage: "before_accept",
+    };
+    let source = match body {
+        Body::Memory(m) => program::Source::Bytes(m),
+        Body::File(path) => program::Source::File {
+            path,
+            offset: 0,
+            len: None,
+        },
+    };
+    let finished = program::run(program, &env, source)
+        .await
+        .map_err(|e| e.to_string())?;
+    let verdict = program_verdict(finished.exit, &finished.first_line).map_err(|why| {
+        if finished.stderr.is_empty() {
+            why
+        } else {
+            format!("{why}; stderr: {}", finished.stderr)
+        }
+    })?;
+    tracing::debug!(session = %input.session, queue_id = %input.queue_id, check = "filter",
+        rule = %rule.name, exit = ?finished.exit, answer = %finished.first_line,
+        elapsed_ms = finished.elapsed.as_millis() as u64, "filter program answered");
+    Ok(verdict)
+}
+
+/// rspamd's answer on the message (as it will be delivered), or `None`
+/// when there is none: rspamd down, slow or confused is logged and the
+/// message flows on without its score.
+async fn ask_rspamd(
+    input: &Input<'_>,
+    cfg: &mxguard_config::RspamdConfig,
+    body: &Body,
+) -> Option<rspamd::Answer> {
+    let recipients: Vec<String> = input.recipients.iter().map(|r| r.address.clone()).collect();
+    let request = rspamd::Request {
+        client_ip: input.client_ip,
+        helo: input.helo,
+        hostname: input.hostname,
+        sender: input.sender,
+        recipients: &recipients,
+        queue_id: input.queue_id,
+    };
+    let file;
+    let message: &[u8] = match body {
+        Body::Memory(m) => m,
+        Body::File(path) => {
+            let size = tokio::fs::metadata(path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if size > cfg.max_size {
+                tracing::debug!(session = %input.session, queue_id = %input.queue_id, check = "rspamd",
+                    size, max_size = cfg.max_size, "message not sent to rspamd: larger than rspamd.max_size");
+                return None;
+            }
+            file = match tokio::fs::read(path).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(session = %input.session, queue_id = %input.queue_id, check = "rspamd",
+                        error = %e, "cannot read the spool file for rspamd; the message flows without its score");
+                    return None;
+                }
+            };
+            &file
+        }
+    };
+    match rspamd::check(cfg, &request, message).await {
+        Ok(answer) => {
+            tracing::debug!(session = %input.session, queue_id = %input.queue_id, check = "rspamd",
+                score = %format_score(answer.score), action = %answer.action,
+                symbols = answer.symbols.len(), "rspamd answered");
+            Some(answer)
+        }
+        Err(rspamd::RspamdError::TooLarge { size, max }) => {
+            tracing::debug!(session = %input.session, queue_id = %input.queue_id, check = "rspamd",
+                size, max_size = max, "message not sent to rspamd: larger than rspamd.max_size");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(session = %input.session, client = %input.client_ip, queue_id = %input.queue_id,
+                check = "rspamd", error = %e, "rspamd gave no answer; the message flows without its score");
+            None
         }
     }
 }

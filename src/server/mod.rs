@@ -10,6 +10,7 @@
 mod auth_check;
 pub mod connect;
 mod content;
+mod forged;
 pub mod control;
 mod limits;
 mod pop3;

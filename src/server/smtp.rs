@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use mxguard_config::{Config, Role, Secret};
+use mxguard_policy::content::after_accept_rules;
 use mxguard_policy::limits::{
     Rate, StoreDown, check_rate, client_key, count_rate, greylist, greylist_applies, is_exempt,
     recipients_id, tarpit_delay,
@@ -83,6 +84,9 @@ struct Conn {
     content_start: usize,
     /// The check behind the refusal the session is about to send.
     policy_refusal: bool,
+    /// The score the content filters gave the message in commit (None when
+    /// they did not judge it: authenticated or whitelisted clients).
+    score: Option<f64>,
     /// What the connection stage learned (whitelisting, reverse DNS).
     facts: ClientFacts,
     /// The connection is encrypted.
@@ -176,6 +180,7 @@ pub(crate) async fn serve(
         message: None,
         content_start: 0,
         policy_refusal: false,
+        score: None,
         facts,
         tls: false,
         account: None,
@@ -890,6 +895,7 @@ impl Conn {
     }
 
     async fn commit(&mut self, size: u64) -> Decision {
+        self.score = None;
         if let Some((trap, line)) = self.spamtrap.take() {
             return self.refuse_spamtrap(&trap, line).await;
         }
@@ -940,6 +946,11 @@ impl Conn {
             helo: self.helo.clone(),
             recipients: std::mem::take(&mut self.recipients),
             warned: false,
+            // The after_accept programs judge what the filters judged.
+            filter_score: self
+                .score
+                .take()
+                .filter(|_| after_accept_rules(&self.cfg).next().is_some()),
         };
         let nrcpt = envelope.recipients.len();
         let mut mailboxes: Vec<String> = envelope
@@ -993,6 +1004,10 @@ impl Conn {
         if self.account.is_some() || self.facts.whitelisted {
             return Ok(body);
         }
+        let body = match super::forged::strip(&self.cfg, body, self.content_start).await {
+            Ok(body) => body,
+            Err(why) => return Err(self.queue_failure(&why)),
+        };
         let (body, auth) = match super::auth_check::check(self.auth_request(), body).await {
             super::auth_check::Checked::Pass(body, auth) => (body, auth),
             super::auth_check::Checked::Refuse(reply) => return Err(self.refuse(reply)),
@@ -1006,6 +1021,7 @@ impl Conn {
             queue_id: &self.queue_id,
             client_ip: self.peer.ip(),
             helo: &self.helo,
+            hostname: self.facts.ptr_names.first().map(String::as_str),
             sender: self.sender.as_deref().unwrap_or(""),
             recipients: &self.recipients,
             connect_score: self.facts.score + auth.score,
@@ -1014,10 +1030,15 @@ impl Conn {
             flagged: auth.flagged,
         };
         match super::content::filter(input, body).await {
-            super::content::Outcome::Queue { body, recipients } => {
+            super::content::Outcome::Queue {
+                body,
+                recipients,
+                score,
+            } => {
                 if let Some(r) = recipients {
                     self.recipients = r;
                 }
+                self.score = Some(score);
                 Ok(body)
             }
             super::content::Outcome::Refuse(reply) => Err(self.refuse(reply)),

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod net;
 pub mod outbound;
 pub mod redis;
+pub mod rspamd;
 pub mod sink;
 
 use std::fmt::Write as _;

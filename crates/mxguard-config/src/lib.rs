@@ -161,6 +161,8 @@ pub struct Config {
     /// `[scoring]`: what the message score leads to. Applies with its
     /// defaults when the section is absent.
     pub scoring: ScoringConfig,
+    /// `[rspamd]`: the external scanner. None when absent.
+    pub rspamd: Option<RspamdConfig>,
     /// Lowercased address or alias -> index in `accounts`.
     account_index: HashMap<String, usize>,
     /// Lowercased local domains.
@@ -913,16 +915,93 @@ pub struct FilterRule {
     /// `name`: letters, digits, `_`, `-` and `.`; used in logs and in
     /// `X-Spam-Status`. Required, unique.
     pub name: String,
-    /// `header = "NAME"` or `on = "..."`: what the rule looks at.
-    pub target: FilterTarget,
-    /// `matches = 'regex'` or `missing = true`.
-    pub condition: FilterCondition,
+    /// What the rule looks at and when it fires: a pattern, or a program.
+    pub test: FilterTest,
     /// `score`: added to the message score when the rule fires. Any finite
     /// number, negative allowed. Default 0.
     pub score: f64,
     /// `action` (and `reply`): what happens when the rule fires. Default
-    /// [`FilterAction::Accept`].
+    /// [`FilterAction::Accept`]. For an `execute` rule the program decides,
+    /// and this holds the reply of its plain "reject" (exit code 1).
     pub action: FilterAction,
+    /// `after_accept = true` (execute rules only): the program runs after
+    /// the 250, before delivery; a refusal then becomes a bounce to the
+    /// sender. Default false.
+    pub after_accept: bool,
+}
+
+impl FilterRule {
+    /// What a pattern rule looks at (None for a program).
+    pub fn target(&self) -> Option<&FilterTarget> {
+        match &self.test {
+            FilterTest::Match { target, .. } => Some(target),
+            FilterTest::Execute(_) => None,
+        }
+    }
+
+    /// When a pattern rule fires (None for a program).
+    pub fn condition(&self) -> Option<&FilterCondition> {
+        match &self.test {
+            FilterTest::Match { condition, .. } => Some(condition),
+            FilterTest::Execute(_) => None,
+        }
+    }
+
+    /// The program of an `execute` rule.
+    pub fn program(&self) -> Option<&FilterProgram> {
+        match &self.test {
+            FilterTest::Execute(p) => Some(p),
+            FilterTest::Match { .. } => None,
+        }
+    }
+}
+
+/// How a `[[filter]]` decides whether it fires.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FilterTest {
+    /// `header = "NAME"` or `on = "..."`, with `matches` or `missing`.
+    Match {
+        /// What the rule looks at.
+        target: FilterTarget,
+        /// `matches = 'regex'` or `missing = true`.
+        condition: FilterCondition,
+    },
+    /// `execute = ["/path/prog", "arg"...]`: a program judges the message.
+    Execute(FilterProgram),
+}
+
+/// An external filter program (`execute`, `timeout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterProgram {
+    /// The program's absolute path, then its arguments. Run directly, no
+    /// shell.
+    pub argv: Vec<String>,
+    /// `timeout`: how long the program may take, reading included; then it
+    /// is killed (with its process group). Default 30s.
+    pub timeout: Duration,
+}
+
+/// The default `timeout` of an `execute` filter.
+pub const DEFAULT_FILTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[rspamd]`: an rspamd scanner asked about each message at the end of
+/// DATA (HTTP `/checkv2`); its score joins the message score.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RspamdConfig {
+    /// `url`: the base URL of rspamd's normal worker, `http://host:port`
+    /// (a path prefix is kept). Required.
+    pub url: String,
+    /// The host and port of `url`, for the connection.
+    pub host: String,
+    pub port: u16,
+    /// The path prefix of `url` without its trailing `/` (usually empty).
+    pub path: String,
+    /// `timeout`: connection, request and answer together. Default 5s;
+    /// past it the message flows without rspamd's score (logged).
+    pub timeout: Duration,
+    /// `max_size`: larger messages are not sent (rspamd's own default
+    /// limit is far above; spam is small). Default 2 MiB.
+    pub max_size: u64,
 }
 
 /// What a `[[filter]]` looks at.

@@ -44,6 +44,16 @@ pub(crate) struct RawConfig {
     pub scoring: Option<Spanned<RawScoring>>,
     pub verify: Option<Spanned<RawVerify>>,
     pub dkim_sign: Option<Spanned<RawDkimSign>>,
+    pub rspamd: Option<Spanned<RawRspamd>>,
+}
+
+/// `[rspamd]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRspamd {
+    pub url: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<toml::Value>>,
+    pub max_size: Option<Spanned<toml::Value>>,
 }
 
 /// `[dkim_sign]`
@@ -284,6 +294,10 @@ pub(crate) struct RawFilter {
     pub score: Option<Spanned<toml::Value>>,
     pub action: Option<Spanned<String>>,
     pub reply: Option<Spanned<String>>,
+    /// An external program and its arguments, instead of a pattern.
+    pub execute: Option<Spanned<Vec<String>>>,
+    pub timeout: Option<Spanned<toml::Value>>,
+    pub after_accept: Option<Spanned<bool>>,
 }
 
 /// `[scoring]`
@@ -300,9 +314,5 @@ pub(crate) struct RawScoring {
 /// implement, by table path (`""` is the top level, arrays of tables are
 /// named without index). An unknown key found here gets a more precise
 /// message than a typo would.
-pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] = &[
-    ("", &["rspamd"]),
-    ("filter", &["execute", "timeout"]),
-    ("server", &["admin_password"]),
-    ("smtp", &["etrn"]),
-];
+pub(crate) const NOT_YET_SUPPORTED: &[(&str, &[&str])] =
+    &[("server", &["admin_password"]), ("smtp", &["etrn"])];

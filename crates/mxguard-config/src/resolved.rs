@@ -167,8 +167,10 @@ impl Cx<'_> {
             &catchall_for_filters,
             &mut warnings,
         )?;
+        let rspamd = self.rspamd(raw.rspamd)?;
         let mut scoring = self.scoring(raw.scoring, &mut warnings)?;
         scoring.active |= !filters.is_empty()
+            || rspamd.is_some()
             || dnsbl.iter().any(|z| z.score > 0.0)
             || access.ptr == PtrMode::Score
             || verify.scores();
@@ -261,6 +263,7 @@ impl Cx<'_> {
             store,
             filters,
             scoring,
+            rspamd,
             account_index,
             local_set,
             relay_to_set,
@@ -2023,7 +2026,7 @@ fn port_value(value: &toml::Value) -> Result<u16, String> {
 }
 
 /// A size written as a string with a unit, or as a TOML integer (bytes).
-fn size_value(value: &toml::Value) -> Result<u64, String> {
+pub(super) fn size_value(value: &toml::Value) -> Result<u64, String> {
     match value {
         toml::Value::String(s) => parse_size(s),
         toml::Value::Integer(n) => {

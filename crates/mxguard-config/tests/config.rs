@@ -401,9 +401,27 @@ fn errors_in_the_sample() {
         ),
         (
             "[dns]",
-            "[rspamd]\nurl = \"http://127.0.0.1:11333\"\n[dns]",
-            "17:2: rspamd",
-            "unknown key: not supported by this version of mxguard (expected one of: server, listener, tls, domains, account, dns, smtp, relay, queue, access, dnsbl, limits, sender, recipient, router, greylist, store, filter, scoring, verify, dkim_sign)",
+            "[rspamd]\nurl = \"https://127.0.0.1:11333\"\n[dns]",
+            "18:7: rspamd.url",
+            "expected a URL like \"http://127.0.0.1:11333\", got \"https://127.0.0.1:11333\": only http://",
+        ),
+        (
+            "[dns]",
+            "[rspamd]\ntimeout = \"1s\"\n[dns]",
+            "17:1: rspamd.url",
+            "missing required key",
+        ),
+        (
+            "[dns]",
+            "[rspamd]\nurl = \"http://[::1]:11333\"\ntimeout = \"10m\"\n[dns]",
+            "19:11: rspamd.timeout",
+            "expected more than 0 and at most 300s",
+        ),
+        (
+            "[dns]",
+            "[rspamd]\nurl = \"http://127.0.0.1:0\"\n[dns]",
+            "18:7: rspamd.url",
+            "bad port \"0\"",
         ),
         (
             "[dns]",
@@ -781,10 +799,6 @@ fn errors_in_whole_files() {
         (
             "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"0.0.0.0:25\"\nrole = \"mx\"\n\n[[account]]\naddress = \"a@example.test\"\n",
             "mxguard.toml:8:11: account[0].address: the domain \"example.test\" of \"a@example.test\" is not in domains.local",
-        ),
-        (
-            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"/usr/local/bin/checkmail\"]\n",
-            "mxguard.toml:3:1: filter[0].execute: unknown key: not supported by this version of mxguard (expected one of: name, header, on, matches, missing, score, action, reply)",
         ),
         ("= 1\n", "mxguard.toml:1:1: (top level): invalid TOML"),
         (
@@ -3137,36 +3151,38 @@ fn filters_and_scoring() {
         ]
     );
     let f = &cfg.filters;
-    assert_eq!(f[0].target, FilterTarget::Header("To".into()));
-    assert!(matches!(&f[0].condition, FilterCondition::Matches(re) if re.is_match("  ")));
+    assert_eq!(f[0].target(), Some(&FilterTarget::Header("To".into())));
+    assert!(matches!(f[0].condition(), Some(FilterCondition::Matches(re)) if re.is_match("  ")));
     assert_eq!(f[0].score, 3.0);
     assert_eq!(f[0].action, FilterAction::Accept);
-    assert_eq!(f[1].target, FilterTarget::Subject);
-    assert_eq!(f[1].condition, FilterCondition::Missing);
+    assert_eq!(f[1].target(), Some(&FilterTarget::Subject));
+    assert_eq!(f[1].condition(), Some(&FilterCondition::Missing));
     assert_eq!(f[1].score, -1.0);
     assert_eq!(
         f[1].action,
         FilterAction::Reject(Reply::parse("550 5.7.1 Message rejected").unwrap())
     );
-    assert_eq!(f[2].target, FilterTarget::Body);
-    assert!(matches!(&f[2].condition, FilterCondition::Matches(re) if re.is_match("CHEAP PILLS")));
+    assert_eq!(f[2].target(), Some(&FilterTarget::Body));
+    assert!(
+        matches!(f[2].condition(), Some(FilterCondition::Matches(re)) if re.is_match("CHEAP PILLS"))
+    );
     assert_eq!(
         f[2].action,
         FilterAction::Reject(Reply::parse("554 5.7.0 No pills").unwrap())
     );
-    assert_eq!(f[3].target, FilterTarget::Helo);
+    assert_eq!(f[3].target(), Some(&FilterTarget::Helo));
     assert_eq!(f[3].action, FilterAction::Discard);
-    assert_eq!(f[4].target, FilterTarget::EnvelopeTo);
+    assert_eq!(f[4].target(), Some(&FilterTarget::EnvelopeTo));
     assert_eq!(
         f[4].action,
         FilterAction::Redirect("joey@example.test".into())
     );
-    assert_eq!(f[5].target, FilterTarget::ClientIp);
+    assert_eq!(f[5].target(), Some(&FilterTarget::ClientIp));
     assert_eq!(
         f[5].action,
         FilterAction::Redirect("quarantine@elsewhere.test".into())
     );
-    assert_eq!(f[6].target, FilterTarget::EnvelopeFrom);
+    assert_eq!(f[6].target(), Some(&FilterTarget::EnvelopeFrom));
     assert_eq!(
         f[6].action,
         FilterAction::AddHeader {
@@ -3300,12 +3316,36 @@ fn filters_and_scoring() {
             "16:9: filter[0].reply: expected a reply like \"554 5.7.1 Access denied\", got \"250 fine\" (250 is not a refusal",
         ),
         (
-            "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\ntimeout = \"10s\"\n",
-            "15:1: filter[0].timeout: unknown key: not supported by this version of mxguard",
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"checkmail\"]\n",
+            "13:11: filter[0].execute: expected the program's absolute path, got \"checkmail\" (no PATH search, no shell)",
+        ),
+        (
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = []\n",
+            "13:11: filter[0].execute: expected the program's path and its arguments",
+        ),
+        (
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"/bin/true\"]\naction = \"discard\"\n",
+            "14:10: filter[0].action: an execute rule's program decides",
+        ),
+        (
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"/bin/true\"]\ntimeout = \"6m\"\n",
+            "14:11: filter[0].timeout: at most 300s before the 250",
+        ),
+        (
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"/bin/true\"]\ntimeout = \"0s\"\n",
+            "14:11: filter[0].timeout: must be greater than 0",
+        ),
+        (
+            "[[filter]]\nname = \"T\"\non = \"body\"\nmatches = \"x\"\nafter_accept = true\n",
+            "15:16: filter[0].after_accept: only an execute rule can run after the 250",
+        ),
+        (
+            "[[filter]]\nname = \"T\"\non = \"body\"\nmatches = \"x\"\ntimeout = \"5s\"\n",
+            "15:11: filter[0].timeout: only an execute rule has a timeout",
         ),
         (
             "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\npart = \"body\"\n",
-            "15:1: filter[0].part: unknown key (expected one of: name, header, on, matches, missing, score, action, reply)",
+            "15:1: filter[0].part: unknown key (expected one of: name, header, on, matches, missing, score, action, reply, execute, timeout, after_accept)",
         ),
         (
             "[scoring]\ntag_above = \"5\"\n",

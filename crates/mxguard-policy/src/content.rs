@@ -20,7 +20,8 @@
 use std::net::IpAddr;
 
 use mail_parser::{HeaderValue, MessageParser, PartType};
-use mxguard_config::{Config, FilterAction, FilterCondition, FilterRule, FilterTarget};
+use mxguard_config::{Config, FilterAction, FilterCondition, FilterRule, FilterTarget, FilterTest};
+use mxguard_proto::Reply;
 
 use crate::{CheckId, Verdict};
 
@@ -116,6 +117,7 @@ pub fn format_score(score: f64) -> String {
 }
 
 /// The message read as text, once, when a rule needs it.
+#[derive(Debug)]
 struct MessageText {
     /// Header fields of the top-level header section: name, decoded value.
     headers: Vec<(String, String)>,
@@ -217,113 +219,402 @@ pub fn is_active(cfg: &Config) -> bool {
 pub fn needs_message(cfg: &Config) -> bool {
     cfg.filters.iter().any(|r| {
         matches!(
-            r.target,
-            FilterTarget::Header(_)
-                | FilterTarget::Subject
-                | FilterTarget::From
-                | FilterTarget::Body
+            r.target(),
+            Some(
+                FilterTarget::Header(_)
+                    | FilterTarget::Subject
+                    | FilterTarget::From
+                    | FilterTarget::Body
+            )
         )
     })
 }
 
-/// Runs the `[[filter]]` rules of `cfg` on `message` (the client's content,
-/// without our trace header) and `facts`, then `[scoring]`.
-pub fn judge_content(cfg: &Config, message: &[u8], facts: &MessageFacts<'_>) -> ContentVerdict {
-    let text = needs_message(cfg).then(|| MessageText::parse(message));
-    let mut score = facts.connect_score;
-    let mut fired: Vec<String> = Vec::new();
-    let mut add_headers: Vec<(String, String)> = Vec::new();
-    let mut redirect: Option<(String, String)> = None;
-    for rule in &cfg.filters {
-        if !fires(rule, text.as_ref(), facts) {
-            continue;
+/// What an `execute` rule's program answered, read by [`program_verdict`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProgramVerdict {
+    /// Exit 0, no output or `ACCEPT`: the rule does not fire.
+    Accept,
+    /// Exit 1, or `REJECT`: refused, with the program's reply when it gave
+    /// a valid one, else the rule's `reply`.
+    Reject(Option<Reply>),
+    /// Exit 2, or `DISCARD`: 250, delivered nowhere.
+    Discard,
+    /// `SCORE n`: the rule fires and adds `n` (besides its own score).
+    Score(f64),
+    /// `HEADER Name: value`: the rule fires and adds this header.
+    Header(String, String),
+}
+
+/// The longest header line a program may have added (name included).
+const MAX_PROGRAM_HEADER: usize = 998;
+
+/// Reads a filter program's answer: its exit code (`None`: killed by a
+/// signal) and the first line of its standard output. `Err` says why the
+/// answer is not one (the driver then answers 451 4.3.0).
+///
+/// The contract (docs/configuration.md, "Filter programs"):
+/// - exit 0: the first line decides: empty or `ACCEPT`, `REJECT [reply]`,
+///   `DISCARD`, `SCORE n`, `HEADER Name: value` (keywords without case);
+/// - exit 1: reject (the first line may be the reply, `550 5.7.1 text`);
+/// - exit 2: discard;
+/// - anything else (75 = EX_TEMPFAIL included, a signal): a failure.
+pub fn program_verdict(exit: Option<i32>, first_line: &str) -> Result<ProgramVerdict, String> {
+    let line = first_line.trim();
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    match exit {
+        Some(0) => match word.to_ascii_uppercase().as_str() {
+            "" | "ACCEPT" => Ok(ProgramVerdict::Accept),
+            "REJECT" => Ok(ProgramVerdict::Reject(refusal(rest))),
+            "DISCARD" => Ok(ProgramVerdict::Discard),
+            "SCORE" => rest
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && n.abs() < 1e6)
+                .map(ProgramVerdict::Score)
+                .ok_or_else(|| format!("SCORE needs a number, got {:?}", shorten(rest))),
+            "HEADER" => {
+                let (name, value) = rest.split_once(':').ok_or_else(|| {
+                    format!("HEADER needs \"Name: value\", got {:?}", shorten(rest))
+                })?;
+                let (name, value) = (name.trim(), value.trim());
+                let name_ok =
+                    !name.is_empty() && name.chars().all(|c| ('!'..='~').contains(&c) && c != ':');
+                let value_ok = value.chars().all(|c| (' '..='~').contains(&c));
+                if !name_ok || !value_ok || name.len() + value.len() + 2 > MAX_PROGRAM_HEADER {
+                    return Err(format!(
+                        "HEADER needs a field name and a printable ASCII value, got {:?}",
+                        shorten(rest)
+                    ));
+                }
+                Ok(ProgramVerdict::Header(name.to_string(), value.to_string()))
+            }
+            _ => Err(format!(
+                "exit code 0 with an answer that is none of ACCEPT, REJECT, DISCARD, SCORE, HEADER: {:?}",
+                shorten(line)
+            )),
+        },
+        Some(1) => Ok(ProgramVerdict::Reject(refusal(line))),
+        Some(2) => Ok(ProgramVerdict::Discard),
+        Some(75) => Err("exit code 75 (the program asks to try later)".into()),
+        Some(n) => Err(format!("exit code {n}")),
+        None => Err("killed by a signal".into()),
+    }
+}
+
+/// A program's reply, if it is a refusal (4xx or 5xx) that parses.
+fn refusal(text: &str) -> Option<Reply> {
+    Reply::parse(text)
+        .ok()
+        .filter(|r| r.is_transient() || r.is_permanent())
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// A judgement in progress: the rules run in file order, and where an
+/// `execute` rule comes the driver runs the program (IO) and hands its
+/// answer back. Nothing here does IO.
+///
+/// ```text
+/// let mut j = Judgement::start(cfg, message, facts);
+/// while let Some(i) = j.next_program(cfg, facts) {
+///     let answer = /* run cfg.filters[i]'s program */;
+///     j.program_answered(cfg, i, answer);
+/// }
+/// // optionally: j.add_external(score, reasons) (rspamd)
+/// let verdict = j.finish(cfg, facts);
+/// ```
+#[derive(Debug)]
+pub struct Judgement {
+    text: Option<MessageText>,
+    /// The next rule to look at.
+    next: usize,
+    score: f64,
+    fired: Vec<String>,
+    add_headers: Vec<(String, String)>,
+    redirect: Option<(String, String)>,
+    /// Reasons from outside the rules (rspamd's symbols).
+    external: Vec<String>,
+    /// A reject or discard: the end.
+    stopped: Option<ContentAction>,
+}
+
+impl Judgement {
+    /// Starts judging `message` (the client's content, without our trace
+    /// header): it is parsed here when a rule needs it.
+    pub fn start(cfg: &Config, message: &[u8], facts: &MessageFacts<'_>) -> Judgement {
+        Judgement {
+            text: needs_message(cfg).then(|| MessageText::parse(message)),
+            next: 0,
+            score: facts.connect_score,
+            fired: Vec::new(),
+            add_headers: Vec::new(),
+            redirect: None,
+            external: Vec::new(),
+            stopped: None,
         }
-        score += rule.score;
-        fired.push(rule.name.clone());
-        match &rule.action {
+    }
+
+    /// Runs the pattern rules from where it stands, up to the next
+    /// `execute` rule that runs before the 250: its index in
+    /// `cfg.filters`, or `None` when the rules are done (or a rule stopped
+    /// them). Rules marked `after_accept` are skipped here.
+    pub fn next_program(&mut self, cfg: &Config, facts: &MessageFacts<'_>) -> Option<usize> {
+        while self.stopped.is_none() {
+            let i = self.next;
+            let rule = cfg.filters.get(i)?;
+            self.next += 1;
+            match &rule.test {
+                FilterTest::Execute(_) if rule.after_accept => {}
+                FilterTest::Execute(_) => return Some(i),
+                FilterTest::Match { target, condition } => {
+                    if fires(target, condition, self.text.as_ref(), facts) {
+                        self.fire(rule, &rule.action, describe_target(target));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether a rule refused or discarded the message (nothing more to
+    /// ask anyone).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_some()
+    }
+
+    /// The score so far.
+    pub fn score(&self) -> f64 {
+        self.score
+    }
+
+    /// Applies the answer of rule `index`'s program.
+    pub fn program_answered(&mut self, cfg: &Config, index: usize, answer: ProgramVerdict) {
+        let Some(rule) = cfg.filters.get(index) else {
+            return;
+        };
+        let action = match answer {
+            ProgramVerdict::Accept => return,
+            ProgramVerdict::Reject(reply) => match (reply, &rule.action) {
+                (Some(reply), _) => FilterAction::Reject(reply),
+                (None, action) => action.clone(),
+            },
+            ProgramVerdict::Discard => FilterAction::Discard,
+            ProgramVerdict::Score(n) => {
+                self.score += n;
+                FilterAction::Accept
+            }
+            ProgramVerdict::Header(name, value) => FilterAction::AddHeader { name, value },
+        };
+        self.fire(rule, &action, "program".to_string());
+    }
+
+    /// Adds a score from outside the rules (rspamd) and what made it.
+    pub fn add_external(&mut self, score: f64, reasons: impl IntoIterator<Item = String>) {
+        if self.stopped.is_none() {
+            self.score += score;
+            self.external.extend(reasons);
+        }
+    }
+
+    fn fire(&mut self, rule: &FilterRule, action: &FilterAction, what: String) {
+        self.score += rule.score;
+        self.fired.push(rule.name.clone());
+        match action {
             FilterAction::Accept => {}
             FilterAction::Reject(reply) => {
                 let reason = format!(
-                    "filter {} fired ({}); score {}",
+                    "filter {} fired ({what}); score {}",
                     rule.name,
-                    describe_target(&rule.target),
-                    format_score(score)
+                    format_score(self.score)
                 );
-                return ContentVerdict {
-                    action: ContentAction::Reject(Verdict {
-                        reply: reply.clone(),
-                        check: CheckId::Filter,
-                        reason,
-                    }),
-                    add_headers: Vec::new(),
-                    score,
-                    fired,
-                };
+                self.stopped = Some(ContentAction::Reject(Verdict {
+                    reply: reply.clone(),
+                    check: CheckId::Filter,
+                    reason,
+                }));
             }
             FilterAction::Discard => {
-                return ContentVerdict {
-                    action: ContentAction::Discard {
-                        rule: rule.name.clone(),
-                    },
-                    add_headers: Vec::new(),
-                    score,
-                    fired,
-                };
+                self.stopped = Some(ContentAction::Discard {
+                    rule: rule.name.clone(),
+                });
             }
             FilterAction::Redirect(address) => {
-                redirect = Some((rule.name.clone(), address.clone()));
+                self.redirect = Some((rule.name.clone(), address.clone()));
             }
             FilterAction::AddHeader { name, value } => {
-                add_headers.push((name.clone(), value.clone()));
+                self.add_headers.push((name.clone(), value.clone()));
             }
         }
     }
-    let scoring = &cfg.scoring;
-    let tests = tests_list(&fired, facts.connect_reasons);
-    if scoring.active && score > scoring.reject_above {
-        let shown = format_score(score);
-        return ContentVerdict {
-            action: ContentAction::Reject(Verdict::refuse(
-                550,
-                (5, 7, 1),
-                &format!("Message rejected as spam (score {shown})"),
-                CheckId::Scoring,
-                format!(
-                    "score {shown} above scoring.reject_above {}: tests={tests}",
-                    format_score(scoring.reject_above)
-                ),
-            )),
-            add_headers: Vec::new(),
+
+    /// The verdict: a rule's refusal or discard, or `[scoring]` applied to
+    /// the total.
+    pub fn finish(self, cfg: &Config, facts: &MessageFacts<'_>) -> ContentVerdict {
+        let Judgement {
             score,
             fired,
+            mut add_headers,
+            redirect,
+            external,
+            stopped,
+            ..
+        } = self;
+        if let Some(action) = stopped {
+            return ContentVerdict {
+                action,
+                add_headers: Vec::new(),
+                score,
+                fired,
+            };
+        }
+        let reasons: Vec<String> = facts
+            .connect_reasons
+            .iter()
+            .cloned()
+            .chain(external)
+            .collect();
+        let scoring = &cfg.scoring;
+        let tests = tests_list(&fired, &reasons);
+        if scoring.active && score > scoring.reject_above {
+            let shown = format_score(score);
+            return ContentVerdict {
+                action: ContentAction::Reject(Verdict::refuse(
+                    550,
+                    (5, 7, 1),
+                    &format!("Message rejected as spam (score {shown})"),
+                    CheckId::Scoring,
+                    format!(
+                        "score {shown} above scoring.reject_above {}: tests={tests}",
+                        format_score(scoring.reject_above)
+                    ),
+                )),
+                add_headers: Vec::new(),
+                score,
+                fired,
+            };
+        }
+        let spam = scoring.active && score > scoring.tag_above;
+        if spam {
+            add_headers.push(("X-Spam-Flag".into(), "YES".into()));
+        }
+        if scoring.active && scoring.headers {
+            add_headers.push(("X-Spam-Score".into(), format_score(score)));
+            add_headers.push((
+                "X-Spam-Status".into(),
+                format!(
+                    "{}, score={} tag={} reject={} tests={tests}",
+                    if spam { "Yes" } else { "No" },
+                    format_score(score),
+                    format_score(scoring.tag_above),
+                    format_score(scoring.reject_above),
+                ),
+            ));
+        }
+        let action = match redirect {
+            Some((rule, address)) => ContentAction::Redirect { rule, address },
+            None => ContentAction::Accept,
         };
+        ContentVerdict {
+            action,
+            add_headers,
+            score,
+            fired,
+        }
     }
-    let spam = scoring.active && score > scoring.tag_above;
-    if spam {
-        add_headers.push(("X-Spam-Flag".into(), "YES".into()));
+}
+
+/// Runs the `[[filter]]` rules of `cfg` on `message` (the client's content,
+/// without our trace header) and `facts`, then `[scoring]`. A program
+/// (`execute`) is taken to accept: the server drives a [`Judgement`]
+/// instead, which runs them.
+pub fn judge_content(cfg: &Config, message: &[u8], facts: &MessageFacts<'_>) -> ContentVerdict {
+    let mut judgement = Judgement::start(cfg, message, facts);
+    while let Some(i) = judgement.next_program(cfg, facts) {
+        judgement.program_answered(cfg, i, ProgramVerdict::Accept);
     }
-    if scoring.active && scoring.headers {
-        add_headers.push(("X-Spam-Score".into(), format_score(score)));
-        add_headers.push((
-            "X-Spam-Status".into(),
-            format!(
-                "{}, score={} tag={} reject={} tests={tests}",
-                if spam { "Yes" } else { "No" },
-                format_score(score),
-                format_score(scoring.tag_above),
-                format_score(scoring.reject_above),
-            ),
-        ));
-    }
-    let action = match redirect {
-        Some((rule, address)) => ContentAction::Redirect { rule, address },
-        None => ContentAction::Accept,
+    judgement.finish(cfg, facts)
+}
+
+/// What happens to a message after the 250, once its `after_accept`
+/// programs have answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AfterVerdict {
+    /// Deliver (with `add_headers`), refuse (a bounce to the sender) or
+    /// discard; never a redirect (that is decided before the 250).
+    pub action: ContentAction,
+    /// Header fields to add before delivery.
+    pub add_headers: Vec<(String, String)>,
+    /// The score at acceptance plus the programs' scores.
+    pub score: f64,
+    /// The `after_accept` rules that fired.
+    pub fired: Vec<String>,
+}
+
+/// The `after_accept` rules of `cfg`, in file order.
+pub fn after_accept_rules(cfg: &Config) -> impl Iterator<Item = (usize, &FilterRule)> {
+    cfg.filters
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.after_accept && r.program().is_some())
+}
+
+/// Judges the answers of the `after_accept` programs, `answers` in file
+/// order (a refusal or discard ends the list), for a message accepted with
+/// `accepted_score`. The score can still refuse the message (then it is
+/// bounced) or tag it, when it crosses `[scoring]`'s thresholds now.
+pub fn judge_after(
+    cfg: &Config,
+    accepted_score: f64,
+    answers: &[(usize, ProgramVerdict)],
+) -> AfterVerdict {
+    let facts = MessageFacts {
+        sender: "",
+        recipients: &[],
+        client_ip: IpAddr::from([0, 0, 0, 0]),
+        helo: "",
+        connect_score: accepted_score,
+        connect_reasons: &[],
     };
-    ContentVerdict {
+    let mut j = Judgement {
+        text: None,
+        next: cfg.filters.len(),
+        score: accepted_score,
+        fired: Vec::new(),
+        add_headers: Vec::new(),
+        redirect: None,
+        external: Vec::new(),
+        stopped: None,
+    };
+    for (i, answer) in answers {
+        if j.is_stopped() {
+            break;
+        }
+        j.program_answered(cfg, *i, answer.clone());
+    }
+    let scoring = &cfg.scoring;
+    let tagged_before = scoring.active && accepted_score > scoring.tag_above;
+    let verdict = j.finish(cfg, &facts);
+    let action = match verdict.action {
+        ContentAction::Redirect { .. } => ContentAction::Accept,
+        a => a,
+    };
+    // The X-Spam-Score and X-Spam-Status of the acceptance stay; only a
+    // newly earned flag and the programs' own headers are added.
+    let add_headers = verdict
+        .add_headers
+        .into_iter()
+        .filter(|(n, _)| n != "X-Spam-Score" && n != "X-Spam-Status")
+        .filter(|(n, _)| !(tagged_before && n == "X-Spam-Flag"))
+        .collect();
+    AfterVerdict {
         action,
         add_headers,
-        score,
-        fired,
+        score: verdict.score,
+        fired: verdict.fired,
     }
 }
 
@@ -338,10 +629,15 @@ fn describe_target(target: &FilterTarget) -> String {
     }
 }
 
-/// Whether `rule` fires on this message.
-fn fires(rule: &FilterRule, text: Option<&MessageText>, facts: &MessageFacts<'_>) -> bool {
+/// Whether a pattern rule fires on this message.
+fn fires(
+    target: &FilterTarget,
+    condition: &FilterCondition,
+    text: Option<&MessageText>,
+    facts: &MessageFacts<'_>,
+) -> bool {
     let ip = facts.client_ip.to_string();
-    let values: Vec<&str> = match &rule.target {
+    let values: Vec<&str> = match target {
         FilterTarget::Header(name) => text.map(|t| t.header(name).collect()).unwrap_or_default(),
         FilterTarget::Subject => text
             .map(|t| t.header("Subject").collect())
@@ -361,13 +657,13 @@ fn fires(rule: &FilterRule, text: Option<&MessageText>, facts: &MessageFacts<'_>
         FilterTarget::ClientIp => vec![ip.as_str()],
         FilterTarget::Helo => vec![facts.helo],
     };
-    match &rule.condition {
-        FilterCondition::Matches(re) => match &rule.target {
+    match condition {
+        FilterCondition::Matches(re) => match target {
             // The body is matched even when empty (a rule for an empty body).
             FilterTarget::Body => re.is_match(text.map_or("", |t| t.body.as_str())),
             _ => values.iter().any(|v| re.is_match(v)),
         },
-        FilterCondition::Missing => match &rule.target {
+        FilterCondition::Missing => match target {
             FilterTarget::EnvelopeFrom | FilterTarget::Helo => {
                 values.iter().all(|v| v.trim().is_empty())
             }
@@ -817,5 +1113,167 @@ address = "ann@example.test"
             &f,
         );
         assert!(v.fired.contains(&"H".to_string()), "{v:?}");
+    }
+
+    #[test]
+    fn program_answers() {
+        let ok = |exit, line: &str| program_verdict(exit, line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok(Some(0), ""), ProgramVerdict::Accept);
+        assert_eq!(ok(Some(0), "  accept  "), ProgramVerdict::Accept);
+        assert_eq!(ok(Some(0), "DISCARD"), ProgramVerdict::Discard);
+        assert_eq!(ok(Some(2), "whatever"), ProgramVerdict::Discard);
+        assert_eq!(ok(Some(0), "SCORE 4.5"), ProgramVerdict::Score(4.5));
+        assert_eq!(ok(Some(0), "score -2"), ProgramVerdict::Score(-2.0));
+        assert_eq!(
+            ok(Some(0), "HEADER X-Checked: clean, v1"),
+            ProgramVerdict::Header("X-Checked".into(), "clean, v1".into())
+        );
+        assert_eq!(ok(Some(0), "REJECT"), ProgramVerdict::Reject(None));
+        let ProgramVerdict::Reject(Some(r)) = ok(Some(0), "REJECT 554 5.7.1 Virus found: Eicar")
+        else {
+            panic!()
+        };
+        assert_eq!(r.to_wire(), "554 5.7.1 Virus found: Eicar\r\n");
+        let ProgramVerdict::Reject(Some(r)) = ok(Some(1), "451 4.7.1 later please") else {
+            panic!()
+        };
+        assert_eq!(r.code(), 451);
+        // Exit 1 with anything else: the rule's own reply.
+        assert_eq!(ok(Some(1), "bad stuff"), ProgramVerdict::Reject(None));
+        // A 2xx is no refusal.
+        assert_eq!(ok(Some(1), "250 2.0.0 fine"), ProgramVerdict::Reject(None));
+        for (exit, line, why) in [
+            (Some(0), "MAYBE", "none of ACCEPT"),
+            (Some(0), "SCORE lots", "SCORE needs a number"),
+            (Some(0), "SCORE NaN", "SCORE needs a number"),
+            (Some(0), "SCORE inf", "SCORE needs a number"),
+            (Some(0), "HEADER nocolon", "HEADER needs"),
+            (Some(0), "HEADER X Bad: v", "field name"),
+            (Some(0), "HEADER X-T: caf\u{e9}", "printable ASCII"),
+            (Some(75), "", "try later"),
+            (Some(3), "", "exit code 3"),
+            (Some(127), "", "exit code 127"),
+            (None, "", "signal"),
+        ] {
+            let e = program_verdict(exit, line).err().unwrap_or_default();
+            assert!(e.contains(why), "{exit:?} {line:?}: {e}");
+        }
+    }
+
+    const PROGRAMS: &str = r#"
+[[filter]]
+name = "FIRST"
+on = "body"
+matches = 'note'
+score = 1
+[[filter]]
+name = "PROG"
+execute = ["/bin/true"]
+score = 0.5
+reply = "550 5.7.1 Refused by PROG"
+[[filter]]
+name = "LATER"
+execute = ["/bin/true"]
+after_accept = true
+score = 2
+[[filter]]
+name = "LAST"
+on = "subject"
+matches = 'Hello'
+score = 1
+"#;
+
+    #[test]
+    fn programs_run_in_file_order() {
+        let cfg = config(PROGRAMS);
+        let rcpts = vec!["joe@example.test".to_string()];
+        let f = facts(&rcpts, RCPTS);
+        let run = |answer: ProgramVerdict| {
+            let mut j = Judgement::start(&cfg, PLAIN.as_bytes(), &f);
+            // FIRST runs before the program is asked for.
+            assert_eq!(j.next_program(&cfg, &f), Some(1));
+            assert_eq!(j.score(), 1.0);
+            j.program_answered(&cfg, 1, answer);
+            // LATER (after_accept) is not asked for here.
+            assert_eq!(j.next_program(&cfg, &f), None);
+            j.finish(&cfg, &f)
+        };
+        let v = run(ProgramVerdict::Accept);
+        assert_eq!(v.fired, ["FIRST", "LAST"]);
+        assert_eq!(v.score, 2.0);
+        assert_eq!(v.action, ContentAction::Accept);
+        let v = run(ProgramVerdict::Score(3.0));
+        assert_eq!(v.fired, ["FIRST", "PROG", "LAST"]);
+        assert_eq!(v.score, 5.5);
+        let v = run(ProgramVerdict::Header("X-Prog".into(), "seen".into()));
+        assert_eq!(v.add_headers[0], ("X-Prog".into(), "seen".into()));
+        // A refusal stops: LAST does not run.
+        let v = run(ProgramVerdict::Reject(None));
+        assert_eq!(v.fired, ["FIRST", "PROG"]);
+        let ContentAction::Reject(r) = &v.action else {
+            panic!("{v:?}")
+        };
+        assert_eq!(r.reply.to_wire(), "550 5.7.1 Refused by PROG\r\n");
+        assert!(
+            r.reason.contains("filter PROG fired (program)"),
+            "{}",
+            r.reason
+        );
+        let v = run(ProgramVerdict::Reject(Reply::parse("554 5.7.0 Virus").ok()));
+        assert!(matches!(&v.action, ContentAction::Reject(r) if r.reply.code() == 554));
+        let v = run(ProgramVerdict::Discard);
+        assert_eq!(
+            v.action,
+            ContentAction::Discard {
+                rule: "PROG".into()
+            }
+        );
+        // rspamd's score joins before the thresholds, its symbols the tests.
+        let mut j = Judgement::start(&cfg, PLAIN.as_bytes(), &f);
+        while let Some(i) = j.next_program(&cfg, &f) {
+            j.program_answered(&cfg, i, ProgramVerdict::Accept);
+        }
+        j.add_external(9.5, ["rspamd:GTUBE".to_string()]);
+        let v = j.finish(&cfg, &f);
+        assert!(
+            matches!(&v.action, ContentAction::Reject(r) if r.check == CheckId::Scoring && r.reason.contains("rspamd:GTUBE")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn after_accept_answers() {
+        let cfg = config(&format!(
+            "{PROGRAMS}[scoring]\ntag_above = 3\nreject_above = 6\n"
+        ));
+        let later = after_accept_rules(&cfg).map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(later, [2]);
+        // Nothing to say: delivered as it is.
+        let v = judge_after(&cfg, 1.0, &[(2, ProgramVerdict::Accept)]);
+        assert_eq!(v.action, ContentAction::Accept);
+        assert!(v.add_headers.is_empty(), "{v:?}");
+        // Its score crosses tag_above: flagged now (the rule's 2 + 0.5).
+        let v = judge_after(&cfg, 1.0, &[(2, ProgramVerdict::Score(0.5))]);
+        assert_eq!(
+            v.add_headers,
+            [("X-Spam-Flag".to_string(), "YES".to_string())]
+        );
+        assert_eq!(v.score, 3.5);
+        // Already flagged at acceptance: no second flag.
+        let v = judge_after(
+            &cfg,
+            4.0,
+            &[(2, ProgramVerdict::Header("X-A".into(), "b".into()))],
+        );
+        assert_eq!(v.add_headers, [("X-A".to_string(), "b".to_string())]);
+        // Past reject_above: refused (a bounce).
+        let v = judge_after(&cfg, 4.0, &[(2, ProgramVerdict::Score(1.0))]);
+        assert!(matches!(&v.action, ContentAction::Reject(r) if r.check == CheckId::Scoring));
+        // The program refuses: the rule's reply (the default one).
+        let v = judge_after(&cfg, 0.0, &[(2, ProgramVerdict::Reject(None))]);
+        assert!(
+            matches!(&v.action, ContentAction::Reject(r) if r.reply.to_wire() == "550 5.7.1 Message rejected\r\n" && r.check == CheckId::Filter),
+            "{v:?}"
+        );
     }
 }

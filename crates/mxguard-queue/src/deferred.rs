@@ -165,6 +165,7 @@ mod tests {
             helo: "h".into(),
             recipients: vec![Recipient::new("r@y.test".into(), Target::Remote)],
             warned: false,
+            filter_score: None,
         };
         let content = Content::Memory(Arc::new(b"Subject: x\r\n\r\nbody\r\n".to_vec()));
         let stored = d.store(&env, &content).unwrap();

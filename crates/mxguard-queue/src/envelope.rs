@@ -7,6 +7,7 @@
 //! from <sender@example.net>
 //! client 192.0.2.1
 //! helo mail.example.net
+//! filter 2.5            (optional: after_accept programs still to run)
 //! rcpt <joe@example.test> local joe@example.test
 //! rcpt <ann@remote.test> remote - pending 2 1795000900 451 4.7.1 try later
 //! (empty line, then the message exactly as it will be delivered)
@@ -86,7 +87,7 @@ impl Recipient {
 }
 
 /// The envelope of a queued message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Envelope {
     pub id: String,
     /// Seconds since the Unix epoch when the message was accepted.
@@ -98,6 +99,9 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
     /// A delay notice has been sent to the sender.
     pub warned: bool,
+    /// The `after_accept` filter programs have yet to judge the message
+    /// (before any delivery); the message score at acceptance.
+    pub filter_score: Option<f64>,
 }
 
 /// Why an envelope could not be read back.
@@ -135,6 +139,9 @@ impl Envelope {
         let _ = writeln!(s, "helo {}", clean(&self.helo));
         if self.warned {
             let _ = writeln!(s, "warned 1");
+        }
+        if let Some(score) = self.filter_score.filter(|s| s.is_finite()) {
+            let _ = writeln!(s, "filter {score}");
         }
         for r in &self.recipients {
             let (kind, mailbox) = match &r.target {
@@ -182,6 +189,7 @@ impl Envelope {
             helo: String::new(),
             recipients: Vec::new(),
             warned: false,
+            filter_score: None,
         };
         let bracketed = |v: &str| -> Result<String, EnvelopeError> {
             v.strip_prefix('<')
@@ -198,6 +206,15 @@ impl Envelope {
                 "client" => env.client_ip = value.to_string(),
                 "helo" => env.helo = value.to_string(),
                 "warned" => env.warned = value == "1",
+                "filter" => {
+                    env.filter_score = Some(
+                        value
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|s| s.is_finite())
+                            .ok_or_else(|| err("bad filter score"))?,
+                    )
+                }
                 "rcpt" => {
                     let mut parts = value.splitn(7, ' ');
                     let address = bracketed(parts.next().unwrap_or(""))?;
@@ -268,6 +285,7 @@ mod tests {
                 },
             ],
             warned: true,
+            filter_score: Some(2.5),
         };
         let mut bytes = env.to_bytes();
         bytes.extend_from_slice(b"Subject: x\r\n\r\nbody\r\n");
@@ -281,6 +299,7 @@ mod tests {
         );
         assert_eq!(back.recipients.len(), 2);
         assert!(back.warned);
+        assert_eq!(back.filter_score, Some(2.5));
         assert_eq!(back.sender, "");
         assert!(!back.helo.contains('\n'));
         assert_eq!(&bytes[off..], b"Subject: x\r\n\r\nbody\r\n");

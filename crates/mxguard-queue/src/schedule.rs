@@ -186,6 +186,7 @@ mod tests {
             helo: String::new(),
             recipients: vec![rcpt()],
             warned: false,
+            filter_score: None,
         };
         assert!(!needs_delay_warning(&env, 3 * 3600, &p));
         assert!(needs_delay_warning(&env, 4 * 3600, &p));

@@ -15,6 +15,7 @@ fn env(id: &str) -> Envelope {
             },
         )],
         warned: false,
+        filter_score: None,
     }
 }
 

@@ -4,12 +4,60 @@ use std::collections::{BTreeMap, HashMap};
 
 use toml::Spanned;
 
-use super::{Cx, check_address, describe};
+use std::time::Duration;
+
+use mxguard_proto::Reply;
+
+use super::{Cx, check_address, describe, duration_value, size_value};
 use crate::raw;
 use crate::{
-    ConfigError, DEFAULT_FILTER_REPLY, FilterAction, FilterCondition, FilterRule, FilterTarget,
-    ScoringConfig,
+    ConfigError, DEFAULT_FILTER_REPLY, DEFAULT_FILTER_TIMEOUT, FilterAction, FilterCondition,
+    FilterProgram, FilterRule, FilterTarget, FilterTest, RspamdConfig, ScoringConfig,
 };
+
+/// The longest wait for a program or rspamd before the 250. The client's
+/// own timeout after the final dot is 10 minutes (RFC 5321 §4.5.3.2.6).
+const MAX_BEFORE_250_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `http://host[:port][/path]`: the host (a name, an IPv4 address or a
+/// bracketed IPv6 one), the port (default 80) and the path without its
+/// trailing `/`.
+fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err("only http:// (rspamd listens on loopback or a private network)".into());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err("no user or password in the URL".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("an unclosed [")?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("bad port {p:?}"))?,
+        None => 80,
+    };
+    if path.contains(['?', '#', ' ']) {
+        return Err("no query or fragment".into());
+    }
+    Ok((host, port, path.to_string()))
+}
 
 /// The longest rule name (it goes into logs and `X-Spam-Status`).
 const MAX_NAME_LEN: usize = 64;
@@ -105,8 +153,31 @@ impl Cx<'_> {
                 ));
             }
 
-            let target = self.filter_target(&entry, &prefix, span.clone())?;
-            let condition = self.filter_condition(&entry, &prefix, &target, span.clone())?;
+            let test = match &entry.execute {
+                Some(execute) => {
+                    FilterTest::Execute(self.filter_program(&entry, execute, &prefix, warnings)?)
+                }
+                None => {
+                    if let Some(t) = &entry.timeout {
+                        return Err(self.error(
+                            t.span(),
+                            &format!("{prefix}.timeout"),
+                            "only an execute rule has a timeout",
+                        ));
+                    }
+                    if let Some(a) = &entry.after_accept {
+                        return Err(self.error(
+                            a.span(),
+                            &format!("{prefix}.after_accept"),
+                            "only an execute rule can run after the 250 (a pattern costs microseconds: it runs before)",
+                        ));
+                    }
+                    let target = self.filter_target(&entry, &prefix, span.clone())?;
+                    let condition =
+                        self.filter_condition(&entry, &prefix, &target, span.clone())?;
+                    FilterTest::Match { target, condition }
+                }
+            };
 
             let score = match &entry.score {
                 Some(v) => signed_number(v.get_ref(), "3.0 or -1.5")
@@ -114,7 +185,13 @@ impl Cx<'_> {
                 None => 0.0,
             };
 
-            let action = self.filter_action(&entry, &prefix, local, accounts, catchall)?;
+            let action = match &test {
+                // The program decides; `reply` is that of its exit code 1.
+                FilterTest::Execute(_) => FilterAction::Reject(self.rule_reply(&entry, &prefix)?),
+                FilterTest::Match { .. } => {
+                    self.filter_action(&entry, &prefix, local, accounts, catchall)?
+                }
+            };
             if let Some(reply) = &entry.reply
                 && !matches!(action, FilterAction::Reject(_))
             {
@@ -126,12 +203,13 @@ impl Cx<'_> {
             }
 
             lines.push(self.line_of(&span));
+            let after_accept = entry.after_accept.as_ref().is_some_and(|a| *a.get_ref());
             out.push(FilterRule {
                 name: text.clone(),
-                target,
-                condition,
+                test,
                 score,
                 action,
+                after_accept,
             });
         }
         Ok(out)
@@ -333,20 +411,173 @@ impl Cx<'_> {
         match text.as_str() {
             "accept" => Ok(FilterAction::Accept),
             "discard" => Ok(FilterAction::Discard),
-            "reject" => {
-                let reply = match &entry.reply {
-                    Some(reply) => self.refusal_reply(reply, &format!("{prefix}.reply"), &[])?,
-                    None => {
-                        let default = Spanned::new(action.span(), DEFAULT_FILTER_REPLY.to_string());
-                        self.refusal_reply(&default, &key, &[])?
-                    }
-                };
-                Ok(FilterAction::Reject(reply))
-            }
+            "reject" => Ok(FilterAction::Reject(self.rule_reply(entry, prefix)?)),
             "redirect" => Err(bad(" (write the address after a colon: \"redirect:ADDR\")")),
             "header" => Err(bad(" (write \"header:NAME: VALUE\")")),
             _ => Err(bad("")),
         }
+    }
+
+    /// `reply`, or the default refusal of a rule.
+    fn rule_reply(&self, entry: &raw::RawFilter, prefix: &str) -> Result<Reply, ConfigError> {
+        match &entry.reply {
+            Some(reply) => self.refusal_reply(reply, &format!("{prefix}.reply"), &[]),
+            None => {
+                let default = Spanned::new(0..0, DEFAULT_FILTER_REPLY.to_string());
+                self.refusal_reply(&default, &format!("{prefix}.reply"), &[])
+            }
+        }
+    }
+
+    /// `execute` and `timeout`: the program of an external filter.
+    fn filter_program(
+        &self,
+        entry: &raw::RawFilter,
+        execute: &Spanned<Vec<String>>,
+        prefix: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<FilterProgram, ConfigError> {
+        let key = format!("{prefix}.execute");
+        // A pattern rule's keys mean nothing here: say so rather than
+        // ignore them.
+        let pattern_keys = [
+            ("header", entry.header.as_ref().map(Spanned::span)),
+            ("on", entry.on.as_ref().map(Spanned::span)),
+            ("matches", entry.matches.as_ref().map(Spanned::span)),
+            ("missing", entry.missing.as_ref().map(Spanned::span)),
+            ("action", entry.action.as_ref().map(Spanned::span)),
+        ];
+        if let Some((name, Some(span))) = pattern_keys.iter().find(|(_, s)| s.is_some()) {
+            return Err(self.error(
+                span.clone(),
+                &format!("{prefix}.{name}"),
+                "an execute rule's program decides: it takes no header, on, matches, missing or action (only score, reply, timeout and after_accept)",
+            ));
+        }
+        let argv = execute.get_ref().clone();
+        let Some(program) = argv.first() else {
+            return Err(self.error(
+                execute.span(),
+                &key,
+                "expected the program's path and its arguments, like [\"/usr/local/bin/checkmail\", \"--strict\"]",
+            ));
+        };
+        if !program.starts_with('/') {
+            return Err(self.error(
+                execute.span(),
+                &key,
+                format!("expected the program's absolute path, got {program:?} (no PATH search, no shell)"),
+            ));
+        }
+        if argv.iter().any(|a| a.contains('\0')) {
+            return Err(self.error(execute.span(), &key, "an argument cannot hold a NUL"));
+        }
+        match std::fs::metadata(program) {
+            Ok(m) if m.is_file() => {
+                use std::os::unix::fs::PermissionsExt as _;
+                if m.permissions().mode() & 0o111 == 0 {
+                    warnings.push(self.located(
+                        execute.span(),
+                        &key,
+                        &format!(
+                            "{program} is not executable: every message it judges gets 451 4.3.0"
+                        ),
+                    ));
+                }
+            }
+            Ok(_) => warnings.push(self.located(
+                execute.span(),
+                &key,
+                &format!("{program} is not a file: every message it judges gets 451 4.3.0"),
+            )),
+            Err(e) => warnings.push(self.located(
+                execute.span(),
+                &key,
+                &format!("{program}: {e}: every message it judges gets 451 4.3.0"),
+            )),
+        }
+        let timeout = match &entry.timeout {
+            Some(t) => {
+                let key = format!("{prefix}.timeout");
+                let d = duration_value(t.get_ref()).map_err(|m| self.error(t.span(), &key, m))?;
+                if d.is_zero() {
+                    return Err(self.error(t.span(), &key, "must be greater than 0"));
+                }
+                let after = entry.after_accept.as_ref().is_some_and(|a| *a.get_ref());
+                if !after && d > MAX_BEFORE_250_TIMEOUT {
+                    return Err(self.error(
+                        t.span(),
+                        &key,
+                        format!(
+                            "at most {}s before the 250: the client waits for it (RFC 5321 4.5.3.2.6); set after_accept = true for a slower program",
+                            MAX_BEFORE_250_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+                d
+            }
+            None => DEFAULT_FILTER_TIMEOUT,
+        };
+        Ok(FilterProgram { argv, timeout })
+    }
+
+    /// `[rspamd]`.
+    pub(super) fn rspamd(
+        &self,
+        raw: Option<Spanned<raw::RawRspamd>>,
+    ) -> Result<Option<RspamdConfig>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let Some(url) = &raw.url else {
+            return Err(self.error(
+                span,
+                "rspamd.url",
+                "missing required key (rspamd's normal worker, like \"http://127.0.0.1:11333\")",
+            ));
+        };
+        let (host, port, path) = parse_http_url(url.get_ref()).map_err(|m| {
+            self.error(
+                url.span(),
+                "rspamd.url",
+                format!(
+                    "expected a URL like \"http://127.0.0.1:11333\", got {:?}: {m}",
+                    url.get_ref()
+                ),
+            )
+        })?;
+        let timeout = match &raw.timeout {
+            Some(t) => {
+                let d = duration_value(t.get_ref())
+                    .map_err(|m| self.error(t.span(), "rspamd.timeout", m))?;
+                if d.is_zero() || d > MAX_BEFORE_250_TIMEOUT {
+                    return Err(self.error(
+                        t.span(),
+                        "rspamd.timeout",
+                        format!(
+                            "expected more than 0 and at most {}s (the client waits for it)",
+                            MAX_BEFORE_250_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+                d
+            }
+            None => Duration::from_secs(5),
+        };
+        let max_size = match &raw.max_size {
+            Some(v) => {
+                size_value(v.get_ref()).map_err(|m| self.error(v.span(), "rspamd.max_size", m))?
+            }
+            None => 2 * 1024 * 1024,
+        };
+        Ok(Some(RspamdConfig {
+            url: url.get_ref().clone(),
+            host,
+            port,
+            path,
+            timeout,
+            max_size,
+        }))
     }
 
     /// `[scoring]`.
