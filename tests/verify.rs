@@ -394,9 +394,46 @@ fn dkim_sign_signs_mail_of_authenticated_users() {
     let pkcs8 = Ed25519Key::generate_pkcs8().expect("an Ed25519 key");
     let key = Ed25519Key::from_pkcs8_der(&pkcs8).expect("the key parses");
     let record = format!("v=DKIM1; k=ed25519; p={}", base64(&key.public_key()));
-    let dns = TestDns::start(Zones::new().txt("sel._domainkey.example.test", &record));
+    signs_with(&pem(&pkcs8), &record, "a=ed25519-sha256");
+}
+
+#[test]
+fn dkim_sign_with_an_rsa_key() {
+    use std::process::Command;
     let tmp = root();
-    fs::write(tmp.path().join("dkim.pem"), pem(&pkcs8)).expect("write the DKIM key");
+    let key = tmp.path().join("rsa.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("run openssl (scripts/test.sh installs it)");
+    assert!(ok.status.success(), "{ok:?}");
+    let public = Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .expect("run openssl");
+    assert!(public.status.success(), "{public:?}");
+    let record = format!("v=DKIM1; k=rsa; p={}", base64(&public.stdout));
+    let pem = fs::read_to_string(&key).expect("the RSA key");
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    signs_with(&pem, &record, "a=rsa-sha256");
+}
+
+/// Mail of an authenticated user is signed with the key `pem` (whose
+/// public half is `record`, published for sel._domainkey.example.test),
+/// twice with the same key (parsed once), and a stranger's is not.
+fn signs_with(pem: &str, record: &str, algorithm: &str) {
+    let dns = TestDns::start(Zones::new().txt("sel._domainkey.example.test", record));
+    let tmp = root();
+    fs::write(tmp.path().join("dkim.pem"), pem).expect("write the DKIM key");
     let ck =
         rcgen::generate_simple_self_signed(vec!["mx.example.test".into()]).expect("a certificate");
     fs::write(tmp.path().join("cert.pem"), ck.cert.pem()).expect("write cert");
@@ -416,23 +453,26 @@ fn dkim_sign_signs_mail_of_authenticated_users() {
     c.ehlo("laptop.example.test").expect("250");
     let login = base64(b"\0alice@example.test\0alice-pw");
     c.send(&format!("AUTH PLAIN {login}")).expect("235");
-    let msg = message("alice@example.test", "signed-out").replace(
-        "To: <joe@example.test>",
-        "To: <joe@example.test>\r\nDate: Sun, 22 Nov 2026 07:00:00 +0000",
-    );
-    send(&mut c, "alice@example.test", &msg).expect("250");
-    let (raw, head) = delivered(&server, "signed-out", 1);
-    let sig = header_values(&head, "DKIM-Signature");
-    assert_eq!(sig.len(), 1, "{head}");
-    assert!(sig[0].contains("d=example.test"), "{}", sig[0]);
-    assert!(sig[0].contains("s=sel"), "{}", sig[0]);
-    assert!(sig[0].contains("c=relaxed/relaxed"), "{}", sig[0]);
-    let results = verify_dkim(&dns, raw.as_bytes());
-    assert_eq!(
-        results,
-        vec![("Pass".to_string(), "example.test".to_string())],
-        "{raw}"
-    );
+    for (n, subject) in ["signed-out", "signed-again"].into_iter().enumerate() {
+        let msg = message("alice@example.test", subject).replace(
+            "To: <joe@example.test>",
+            "To: <joe@example.test>\r\nDate: Sun, 22 Nov 2026 07:00:00 +0000",
+        );
+        send(&mut c, "alice@example.test", &msg).expect("250");
+        let (raw, head) = delivered(&server, subject, n + 1);
+        let sig = header_values(&head, "DKIM-Signature");
+        assert_eq!(sig.len(), 1, "{head}");
+        assert!(sig[0].contains("d=example.test"), "{}", sig[0]);
+        assert!(sig[0].contains("s=sel"), "{}", sig[0]);
+        assert!(sig[0].contains("c=relaxed/relaxed"), "{}", sig[0]);
+        assert!(sig[0].contains(algorithm), "{}", sig[0]);
+        let results = verify_dkim(&dns, raw.as_bytes());
+        assert_eq!(
+            results,
+            vec![("Pass".to_string(), "example.test".to_string())],
+            "{raw}"
+        );
+    }
     c.quit();
 
     // Mail from a stranger on the mx listener is not signed.
@@ -444,7 +484,7 @@ fn dkim_sign_signs_mail_of_authenticated_users() {
         &message("x@client.test", "stranger"),
     )
     .expect("250");
-    let (_, head) = delivered(&server, "stranger", 2);
+    let (_, head) = delivered(&server, "stranger", 3);
     assert!(!head.contains("DKIM-Signature"), "{head}");
     c.quit();
 }

@@ -40,6 +40,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mail_auth::common::crypto::DkimKey;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::config::ResolverConfig;
@@ -512,11 +513,7 @@ pub(crate) async fn sign(
     if !in_domain(sender) && !from_ours {
         return Ok(body);
     }
-    let signed = match signing_key(ds) {
-        Ok(SigningKey::Ed25519(k)) => signature(k, &ds.domain, &ds.selector, message),
-        Ok(SigningKey::Rsa(k)) => signature(k, &ds.domain, &ds.selector, message),
-        Err(e) => Err(e),
-    };
+    let signed = cached_key(ds).and_then(|k| signature(k, &ds.domain, &ds.selector, message));
     match signed {
         Ok(header) => {
             let value = header
@@ -553,24 +550,53 @@ fn signature<T: mail_auth::common::crypto::SigningKey>(
     Ok(signature.to_header())
 }
 
-/// The key of `[dkim_sign]`, as mail-auth uses it.
-enum SigningKey {
-    Ed25519(mail_auth::common::crypto::Ed25519Key),
-    Rsa(mail_auth::common::crypto::RsaKey<mail_auth::common::crypto::Sha256>),
+/// The key of `[dkim_sign]`, parsed once and shared by every signature
+/// (the signer takes its key by value).
+#[derive(Clone)]
+struct SharedKey(Arc<DkimKey>);
+
+impl mail_auth::common::crypto::SigningKey for SharedKey {
+    type Hasher = mail_auth::common::crypto::Sha256;
+
+    fn sign(&self, input: impl mail_auth::common::headers::Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
+        self.0.algorithm()
+    }
 }
 
-fn signing_key(ds: &DkimSignConfig) -> mail_auth::Result<SigningKey> {
+/// The last key parsed, by its DER bytes (a reload may bring another).
+static KEY_CACHE: Mutex<Option<(Vec<u8>, SharedKey)>> = Mutex::new(None);
+
+fn cached_key(ds: &DkimSignConfig) -> mail_auth::Result<SharedKey> {
+    let der = ds.key.der.as_slice();
+    if let Ok(cache) = KEY_CACHE.lock()
+        && let Some((cached, key)) = cache.as_ref()
+        && cached.as_slice() == der
+    {
+        return Ok(key.clone());
+    }
+    let key = SharedKey(Arc::new(signing_key(ds)?));
+    if let Ok(mut cache) = KEY_CACHE.lock() {
+        *cache = Some((der.to_vec(), key.clone()));
+    }
+    Ok(key)
+}
+
+fn signing_key(ds: &DkimSignConfig) -> mail_auth::Result<DkimKey> {
     use mail_auth::common::crypto::{Ed25519Key, RsaKey};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
     let der = ds.key.der.as_slice();
     Ok(match ds.key.format {
         DkimKeyFormat::Ed25519Pkcs8 => {
-            SigningKey::Ed25519(Ed25519Key::from_pkcs8_maybe_unchecked_der(der)?)
+            DkimKey::Ed25519(Ed25519Key::from_pkcs8_maybe_unchecked_der(der)?)
         }
-        DkimKeyFormat::RsaPkcs1 => SigningKey::Rsa(RsaKey::from_key_der(PrivateKeyDer::Pkcs1(
+        DkimKeyFormat::RsaPkcs1 => DkimKey::Rsa(RsaKey::from_key_der(PrivateKeyDer::Pkcs1(
             PrivatePkcs1KeyDer::from(der),
         ))?),
-        DkimKeyFormat::RsaPkcs8 => SigningKey::Rsa(RsaKey::from_key_der(PrivateKeyDer::Pkcs8(
+        DkimKeyFormat::RsaPkcs8 => DkimKey::Rsa(RsaKey::from_key_der(PrivateKeyDer::Pkcs8(
             PrivatePkcs8KeyDer::from(der),
         ))?),
     })
