@@ -46,6 +46,22 @@ fn send(c: &mut Client, from: &str, to: &str, message: &str) -> support::Reply {
     c.read_reply()
 }
 
+/// A message from sender@client.test to joe@example.test.
+fn to_joe(c: &mut Client, subject: &str, body: &str) -> support::Reply {
+    send(
+        c,
+        "sender@client.test",
+        "joe@example.test",
+        &message(subject, body),
+    )
+}
+
+/// `r`, which must be a 250.
+fn queued(r: support::Reply) -> support::Reply {
+    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    r
+}
+
 fn message(subject: &str, body: &str) -> String {
     format!(
         "From: <sender@client.test>\r\nTo: <joe@example.test>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@client.test>\r\n\r\n{body}\r\n"
@@ -107,13 +123,7 @@ reject_above = 50
 
     // Accept: delivered; the program saw the message as it will be
     // delivered (our Received: first) and the envelope in its environment.
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("ordinary", "hello"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    let r = queued(to_joe(&mut c, "ordinary", "hello"));
     let queue_id = r.queue_id();
     let input = std::fs::read_to_string(bin.join("input.last")).expect("the program's input");
     assert!(input.starts_with("Received: from client.test"), "{input}");
@@ -134,12 +144,7 @@ reject_above = 50
     assert!(!env.contains("HOME="), "the environment is cleared:\n{env}");
 
     // REJECT with the program's own reply.
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("r1", "please REJECTME"),
-    );
+    let r = to_joe(&mut c, "r1", "please REJECTME");
     assert_eq!(r.first(), "554 5.7.1 Refused by the checker");
     let line = server
         .logs
@@ -147,42 +152,19 @@ reject_above = 50
     assert!(line.contains("check=\"filter\""), "{line}");
 
     // Exit 1: the rule's reply.
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("r2", "EXITONE"),
-    );
+    let r = to_joe(&mut c, "r2", "EXITONE");
     assert_eq!(r.first(), "550 5.7.1 The checker said no");
 
     // Exit 2: 250, delivered nowhere.
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("d1", "DISCARDME"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    queued(to_joe(&mut c, "d1", "DISCARDME"));
     server
         .logs
         .wait_for(&["message discarded (filter CHECKER)"], LOG_WAIT);
 
     // SCORE: the rule's 0.5 plus 7.5 is above tag_above.
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("s1", "SCOREME"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    queued(to_joe(&mut c, "s1", "SCOREME"));
     // HEADER: added to the message.
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("h1", "HEADERME"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    queued(to_joe(&mut c, "h1", "HEADERME"));
 
     // No answer: a hang (killed at the timeout, children included), a
     // crash, an answer that is none: 451 4.3.0 each time, logged, and the
@@ -193,12 +175,7 @@ reject_above = 50
         ("GARBLE", "none of ACCEPT"),
     ] {
         let started = Instant::now();
-        let r = send(
-            &mut c,
-            "sender@client.test",
-            "joe@example.test",
-            &message(word, word),
-        );
+        let r = to_joe(&mut c, word, word);
         assert_eq!(
             r.first(),
             "451 4.3.0 Temporary content filter failure; try again later",
@@ -211,13 +188,7 @@ reject_above = 50
         );
         assert!(line.contains("check=\"filter\""), "{line}");
     }
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("ordinary", "still here"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    queued(to_joe(&mut c, "ordinary", "still here"));
     c.quit();
 
     // Delivered: the three accepted ones, the scored and the tagged.
@@ -291,12 +262,7 @@ execute = ["/nonexistent/mxguard-filter"]
     );
     let mut c = client_from("127.0.0.2", server.mx);
     c.ehlo("client.test").expect("250");
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("m1", "x"),
-    );
+    let r = to_joe(&mut c, "m1", "x");
     assert_eq!(
         r.first(),
         "451 4.3.0 Temporary content filter failure; try again later"
@@ -350,13 +316,7 @@ score = 1
     let postmaster = server.new_dir("postmaster@example.test");
     let mut c = client_from("127.0.0.2", server.mx);
     c.ehlo("client.test").expect("250");
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("waits", "a plain one"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    let r = queued(to_joe(&mut c, "waits", "a plain one"));
     let waiting = r.queue_id();
     server.logs.wait_for(
         &["after_accept filter program failed", "LATE", "exit code 9"],
@@ -392,24 +352,12 @@ score = 1
 
     // Discarded after the 250; tagged after the 250 (re-queued with the
     // header, delivered once).
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("late2", "DROPME"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    queued(to_joe(&mut c, "late2", "DROPME"));
     server.logs.wait_for(
         &["message discarded after acceptance (filter LATE)"],
         LOG_WAIT,
     );
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("late3", "TAGME"),
-    );
-    assert!(r.first().starts_with("250 2.0.0"), "{r:?}");
+    queued(to_joe(&mut c, "late3", "TAGME"));
     c.quit();
     wait_for_files(&joe, 2, DELIVERY);
     std::thread::sleep(Duration::from_millis(500));
@@ -442,24 +390,14 @@ fn held_messages_survive_a_crash() {
     let data_dir = server.data_dir.clone();
     let mut c = client_from("127.0.0.2", server.mx);
     c.ehlo("client.test").expect("250");
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("held-small", "small"),
-    );
+    let r = to_joe(&mut c, "held-small", "small");
     let small = r.queue_id();
     // Over 1 MiB: spooled, then read back from the journal for the program.
     let mut body = String::from("TAGME\r\n");
     for n in 0..30_000 {
         body.push_str(&format!("filler line {n:06} of a large held message\r\n"));
     }
-    let r = send(
-        &mut c,
-        "sender@client.test",
-        "joe@example.test",
-        &message("held-large", &body),
-    );
+    let r = to_joe(&mut c, "held-large", &body);
     let large = r.queue_id();
     c.quit();
     for id in [&small, &large] {

@@ -222,18 +222,7 @@ impl Tracker {
                     self.queue.delivered(m.loc);
                     return;
                 }
-                self.entries.insert(
-                    id.clone(),
-                    Entry {
-                        env: m.envelope,
-                        content: m.content,
-                        origin: Origin::Journal(m.loc),
-                        outstanding: 0,
-                        newly_failed: Vec::new(),
-                        delete: false,
-                    },
-                );
-                self.dispatch(&id).await;
+                self.adopt_journal(m).await;
             }
             TrackerMsg::Outcomes { id, results } => self.outcomes(id, results).await,
             TrackerMsg::Control(c, reply) => {
@@ -246,6 +235,23 @@ impl Tracker {
             TrackerMsg::Filtered { id, result } => self.filtered(id, result).await,
             TrackerMsg::Requeued { old, result } => self.requeued(old, result).await,
         }
+    }
+
+    /// Takes a message of the journal in hand and starts it.
+    async fn adopt_journal(&mut self, m: QueuedMessage) {
+        let id = m.envelope.id.clone();
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                env: m.envelope,
+                content: m.content,
+                origin: Origin::Journal(m.loc),
+                outstanding: 0,
+                newly_failed: Vec::new(),
+                delete: false,
+            },
+        );
+        self.dispatch(&id).await;
     }
 
     /// Hands a held message to its `after_accept` programs.
@@ -402,19 +408,7 @@ impl Tracker {
                 if let Some(e) = self.entries.remove(&old) {
                     self.forget(e).await;
                 }
-                let id = m.envelope.id.clone();
-                self.entries.insert(
-                    id.clone(),
-                    Entry {
-                        env: m.envelope,
-                        content: m.content,
-                        origin: Origin::Journal(m.loc),
-                        outstanding: 0,
-                        newly_failed: Vec::new(),
-                        delete: false,
-                    },
-                );
-                self.dispatch(&id).await;
+                self.adopt_journal(m).await;
             }
             Err(why) => {
                 tracing::error!(queue_id = %old, error = %why,

@@ -504,19 +504,36 @@ pub(crate) async fn add_headers(
 }
 
 async fn rewrite(path: &Path, start: usize, lines: &[u8]) -> std::io::Result<()> {
+    rewrite_spool(path, ".hdr", async |src, dst| {
+        tokio::io::copy(&mut src.take(start as u64), dst).await?;
+        dst.write_all(lines).await?;
+        tokio::io::copy(src, dst).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Rewrites the spool file `path`: `edit` copies it (`src`, at its start)
+/// into a sibling (`path` + `suffix`), which then replaces it. The sibling
+/// is removed when anything fails.
+pub(crate) async fn rewrite_spool(
+    path: &Path,
+    suffix: &str,
+    edit: impl AsyncFnOnce(
+        &mut tokio::fs::File,
+        &mut tokio::io::BufWriter<tokio::fs::File>,
+    ) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp: PathBuf = {
         let mut name = path.as_os_str().to_owned();
-        name.push(".hdr");
+        name.push(suffix);
         PathBuf::from(name)
     };
     let r = async {
         let mut src = tokio::fs::File::open(path).await?;
         let mut dst =
             tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&tmp).await?);
-        let mut head = (&mut src).take(start as u64);
-        tokio::io::copy(&mut head, &mut dst).await?;
-        dst.write_all(lines).await?;
-        tokio::io::copy(&mut src, &mut dst).await?;
+        edit(&mut src, &mut dst).await?;
         dst.flush().await?;
         tokio::fs::rename(&tmp, path).await
     }

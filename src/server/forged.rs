@@ -12,7 +12,7 @@
 //! or by rewriting the spool file. Other fields are left byte for byte.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mxguard_config::Config;
 use mxguard_queue::Body;
@@ -147,17 +147,9 @@ async fn strip_file(
     if ranges.is_empty() {
         return Ok(());
     }
-    let tmp: PathBuf = {
-        let mut name = path.as_os_str().to_owned();
-        name.push(".strip");
-        PathBuf::from(name)
-    };
-    let r = async {
-        let mut src = tokio::fs::File::open(path).await?;
-        let mut dst =
-            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&tmp).await?);
+    super::content::rewrite_spool(path, ".strip", async |src, dst| {
         // Our trace, then the client's header section without the ranges.
-        tokio::io::copy(&mut (&mut src).take(start as u64), &mut dst).await?;
+        tokio::io::copy(&mut src.take(start as u64), dst).await?;
         let mut kept = 0;
         for r in &ranges {
             dst.write_all(&head[kept..r.start]).await?;
@@ -167,15 +159,10 @@ async fn strip_file(
         // The rest, after what was read.
         src.seek(std::io::SeekFrom::Start(start as u64 + head.len() as u64))
             .await?;
-        tokio::io::copy(&mut src, &mut dst).await?;
-        dst.flush().await?;
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if r.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    r
+        tokio::io::copy(src, dst).await?;
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]
