@@ -203,7 +203,13 @@ pub fn reload(live: &super::LiveConfig, tls: Option<&super::tls::TlsState>) -> S
 /// protocol settings fixed in each listener.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let checks: [(&'static str, bool); 12] = [
+    // The queue's after_accept programs are run by the delivery worker.
+    let after = |c: &Config| -> Vec<mxguard_config::FilterRule> {
+        mxguard_policy::content::after_accept_rules(c)
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    let checks: [(&'static str, bool); 13] = [
         ("listener", old.listeners != new.listeners),
         (
             "server.data_dir",
@@ -243,6 +249,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "tls (added or removed)",
             old.tls.is_some() != new.tls.is_some(),
         ),
+        ("filter (after_accept rules)", after(old) != after(new)),
     ];
     for (name, changed) in checks {
         if changed {
@@ -250,4 +257,37 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[server]\nhostname = \"mx.example.test\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n{extra}"
+        );
+        match Config::parse(&text, std::path::Path::new("test.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn after_accept_rules_need_a_restart_other_rules_do_not() {
+        let base = config("");
+        let before = config("[[filter]]\nname = \"P\"\nexecute = [\"/bin/true\"]\n");
+        let after =
+            config("[[filter]]\nname = \"P\"\nexecute = [\"/bin/true\"]\nafter_accept = true\n");
+        assert!(restart_only_changes(&base, &before).is_empty());
+        assert_eq!(
+            restart_only_changes(&base, &after),
+            ["filter (after_accept rules)"]
+        );
+        assert_eq!(
+            restart_only_changes(&before, &after),
+            ["filter (after_accept rules)"]
+        );
+        assert!(restart_only_changes(&after, &after).is_empty());
+    }
 }
