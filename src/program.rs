@@ -12,7 +12,9 @@
 //! - stdin is the whole message as it will be delivered (our `Received:`
 //!   and `Authentication-Results:` included), CRLF line ends;
 //! - the program runs in its own process group; past `timeout` (reading
-//!   and writing included) the whole group is killed.
+//!   and writing included) the whole group is killed;
+//! - at most `max_running` copies of a rule's program run at once; a
+//!   message waits for a free one, within the same `timeout`.
 //!
 //! # Security
 //! The environment values come from the SMTP client (HELO, addresses);
@@ -22,13 +24,16 @@
 //! its output is capped ([`MAX_STDOUT`], [`MAX_STDERR`]) and the rest
 //! drained and dropped.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mxguard_config::FilterProgram;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::Semaphore;
 
 /// What of the program's standard output is kept (its first line is the
 /// answer).
@@ -91,6 +96,12 @@ pub enum RunError {
         program: String,
         source: std::io::Error,
     },
+    #[error("{max_running} copies of {program} already running for {timeout:?}")]
+    Busy {
+        program: String,
+        max_running: usize,
+        timeout: Duration,
+    },
     #[error("{program} did not finish within {timeout:?}; killed")]
     Timeout { program: String, timeout: Duration },
     #[error("reading the message for {program}: {source}")]
@@ -105,7 +116,23 @@ pub enum RunError {
     },
 }
 
-/// Runs `program` on `input` with `env`, within its timeout.
+/// The running copies of each rule's program: (rule, max_running) ->
+/// its slots. A reload that changes `max_running` gets new slots.
+static SLOTS: Mutex<Option<SlotMap>> = Mutex::new(None);
+
+type SlotMap = HashMap<(String, usize), Arc<Semaphore>>;
+
+fn slots(rule: &str, max: usize) -> Arc<Semaphore> {
+    let mut guard = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .get_or_insert_with(HashMap::new)
+        .entry((rule.to_string(), max))
+        .or_insert_with(|| Arc::new(Semaphore::new(max.max(1))))
+        .clone()
+}
+
+/// Runs `program` on `input` with `env`, within its timeout: the wait for
+/// one of its `max_running` slots included.
 pub async fn run(
     program: &FilterProgram,
     env: &Env<'_>,
@@ -113,6 +140,19 @@ pub async fn run(
 ) -> Result<Finished, RunError> {
     let name = program.argv.first().cloned().unwrap_or_default();
     let started = Instant::now();
+    let slots = slots(env.rule, program.max_running);
+    let _slot = match tokio::time::timeout(program.timeout, slots.acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        // The semaphore is never closed; a timeout is what gets here.
+        Ok(Err(_)) | Err(_) => {
+            return Err(RunError::Busy {
+                program: name,
+                max_running: program.max_running,
+                timeout: program.timeout,
+            });
+        }
+    };
+    let timeout = program.timeout.saturating_sub(started.elapsed());
     let mut cmd = Command::new(&name);
     cmd.args(program.argv.iter().skip(1))
         .env_clear()
@@ -165,7 +205,7 @@ pub async fn run(
         let status = child.wait().await;
         (fed, out, err, status)
     };
-    let (fed, out, err, status) = match tokio::time::timeout(program.timeout, work).await {
+    let (fed, out, err, status) = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => {
             kill_group(pid);
@@ -268,6 +308,7 @@ mod tests {
         FilterProgram {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             timeout: Duration::from_millis(timeout_ms),
+            max_running: 20,
         }
     }
 
@@ -345,6 +386,7 @@ mod tests {
         let p = FilterProgram {
             argv: vec!["/nonexistent/filter".into()],
             timeout: Duration::from_secs(1),
+            max_running: 20,
         };
         let r = rt.block_on(run(&p, &env(), Source::Bytes(b"x")));
         assert!(
@@ -373,5 +415,42 @@ mod tests {
             ))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.first_line, "Subject: filed");
+    }
+
+    #[test]
+    fn copies_beyond_max_running_wait_for_a_slot() {
+        let rt = rt();
+        let mut p = program("sleep 0.4; echo ACCEPT", 3000);
+        p.max_running = 1;
+        let mut e = env();
+        e.rule = "ONE_AT_A_TIME";
+        // Two at once with one slot: the second waits for the first.
+        let started = Instant::now();
+        let (a, b) = rt.block_on(async {
+            tokio::join!(
+                run(&p, &e, Source::Bytes(b"x")),
+                run(&p, &e, Source::Bytes(b"x"))
+            )
+        });
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        assert!(started.elapsed() >= Duration::from_millis(800));
+        // A wait longer than the timeout: no answer, nothing run.
+        let mut long = program("sleep 0.5; echo ACCEPT", 3000);
+        long.max_running = 1;
+        let short = FilterProgram {
+            timeout: Duration::from_millis(200),
+            ..long.clone()
+        };
+        e.rule = "ONE_AT_A_TIME_SHORT";
+        let (a, b) = rt.block_on(async {
+            let first = run(&long, &e, Source::Bytes(b"x"));
+            let second = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                run(&short, &e, Source::Bytes(b"x")).await
+            };
+            tokio::join!(first, second)
+        });
+        assert!(a.is_ok(), "{a:?}");
+        assert!(matches!(b, Err(RunError::Busy { .. })), "{b:?}");
     }
 }

@@ -979,7 +979,14 @@ pub struct FilterProgram {
     /// `timeout`: how long the program may take, reading included; then it
     /// is killed (with its process group). Default 30s.
     pub timeout: Duration,
+    /// `max_running`: at most this many copies of the program run at once
+    /// (for this rule); a message waits for a free one within `timeout`.
+    /// Default 20.
+    pub max_running: usize,
 }
+
+/// The default `max_running` of an `execute` filter.
+pub const DEFAULT_FILTER_MAX_RUNNING: usize = 20;
 
 /// The default `timeout` of an `execute` filter.
 pub const DEFAULT_FILTER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -298,6 +298,7 @@ pub(crate) struct RawFilter {
     pub execute: Option<Spanned<Vec<String>>>,
     pub timeout: Option<Spanned<toml::Value>>,
     pub after_accept: Option<Spanned<bool>>,
+    pub max_running: Option<Spanned<i64>>,
 }
 
 /// `[scoring]`

@@ -3344,8 +3344,16 @@ fn filters_and_scoring() {
             "15:11: filter[0].timeout: only an execute rule has a timeout",
         ),
         (
+            "[[filter]]\nname = \"T\"\non = \"body\"\nmatches = \"x\"\nmax_running = 5\n",
+            "15:15: filter[0].max_running: only an execute rule has max_running",
+        ),
+        (
+            "[[filter]]\nname = \"EXTERNAL\"\nexecute = [\"/bin/true\"]\nmax_running = 0\n",
+            "14:15: filter[0].max_running: expected a number from 1 to 1000, got 0",
+        ),
+        (
             "[[filter]]\nname = \"A\"\nheader = \"To\"\nmissing = true\npart = \"body\"\n",
-            "15:1: filter[0].part: unknown key (expected one of: name, header, on, matches, missing, score, action, reply, execute, timeout, after_accept)",
+            "15:1: filter[0].part: unknown key (expected one of: name, header, on, matches, missing, score, action, reply, execute, timeout, after_accept, max_running)",
         ),
         (
             "[scoring]\ntag_above = \"5\"\n",

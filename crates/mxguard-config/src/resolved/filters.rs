@@ -11,8 +11,9 @@ use mxguard_proto::Reply;
 use super::{Cx, check_address, describe, duration_value, size_value};
 use crate::raw;
 use crate::{
-    ConfigError, DEFAULT_FILTER_REPLY, DEFAULT_FILTER_TIMEOUT, FilterAction, FilterCondition,
-    FilterProgram, FilterRule, FilterTarget, FilterTest, RspamdConfig, ScoringConfig,
+    ConfigError, DEFAULT_FILTER_MAX_RUNNING, DEFAULT_FILTER_REPLY, DEFAULT_FILTER_TIMEOUT,
+    FilterAction, FilterCondition, FilterProgram, FilterRule, FilterTarget, FilterTest,
+    RspamdConfig, ScoringConfig,
 };
 
 /// The longest wait for a program or rspamd before the 250. The client's
@@ -163,6 +164,13 @@ impl Cx<'_> {
                             t.span(),
                             &format!("{prefix}.timeout"),
                             "only an execute rule has a timeout",
+                        ));
+                    }
+                    if let Some(m) = &entry.max_running {
+                        return Err(self.error(
+                            m.span(),
+                            &format!("{prefix}.max_running"),
+                            "only an execute rule has max_running",
                         ));
                     }
                     if let Some(a) = &entry.after_accept {
@@ -451,7 +459,7 @@ impl Cx<'_> {
             return Err(self.error(
                 span.clone(),
                 &format!("{prefix}.{name}"),
-                "an execute rule's program decides: it takes no header, on, matches, missing or action (only score, reply, timeout and after_accept)",
+                "an execute rule's program decides: it takes no header, on, matches, missing or action (only score, reply, timeout, max_running and after_accept)",
             ));
         }
         let argv = execute.get_ref().clone();
@@ -518,7 +526,25 @@ impl Cx<'_> {
             }
             None => DEFAULT_FILTER_TIMEOUT,
         };
-        Ok(FilterProgram { argv, timeout })
+        let max_running = match &entry.max_running {
+            Some(n) => {
+                let v = *n.get_ref();
+                if !(1..=1000).contains(&v) {
+                    return Err(self.error(
+                        n.span(),
+                        &format!("{prefix}.max_running"),
+                        format!("expected a number from 1 to 1000, got {v}"),
+                    ));
+                }
+                v as usize
+            }
+            None => DEFAULT_FILTER_MAX_RUNNING,
+        };
+        Ok(FilterProgram {
+            argv,
+            timeout,
+            max_running,
+        })
     }
 
     /// `[rspamd]`.
