@@ -10,8 +10,8 @@
 mod auth_check;
 pub mod connect;
 mod content;
-mod forged;
 pub mod control;
+mod forged;
 mod limits;
 mod pop3;
 mod popauth;
