@@ -78,6 +78,8 @@ fn zones(dkim_record: &str) -> Zones {
         .txt("_dmarc.bad.test", "v=DMARC1; p=reject")
         .txt("quar.test", "v=spf1 -all")
         .txt("_dmarc.quar.test", "v=DMARC1; p=quarantine")
+        // A HELO name whose SPF record allows no one.
+        .txt("liar.test", "v=spf1 -all")
 }
 
 /// A message from `from` (CRLF line ends).
@@ -300,6 +302,26 @@ fn scores_and_dmarc_quarantine() {
     assert!(ar.contains("spf=fail"), "{ar}");
     assert!(ar.contains("dmarc=fail"), "{ar}");
     assert!(ar.contains("policy.dmarc=quarantine"), "{ar}");
+    // client.test has no SPF record: the HELO identity is none.
+    assert!(ar.contains("spf=none"), "{ar}");
+    assert!(ar.contains("smtp.helo=client.test"), "{ar}");
+    c.quit();
+
+    // A HELO name whose SPF refuses the client (1.0), a MAIL FROM that
+    // passes, no signature (0.5); DMARC passes on the aligned SPF.
+    let mut c = client_from("127.0.0.2", server.mx);
+    c.ehlo("liar.test").expect("250");
+    send(&mut c, "x@good.test", &message("x@good.test", "liar")).expect("250");
+    let (_, head) = delivered(&server, "liar", 2);
+    let status = header_values(&head, "X-Spam-Status").join("\n");
+    assert!(status.contains("score=1.5"), "{status}");
+    assert!(status.contains("spf_helo_fail"), "{status}");
+    assert!(!status.contains("spf_fail"), "{status}");
+    let ar = header_values(&head, "Authentication-Results").join("\n");
+    assert!(ar.contains("smtp.mailfrom=x@good.test"), "{ar}");
+    assert!(ar.contains("spf=fail"), "{ar}");
+    assert!(ar.contains("smtp.helo=liar.test"), "{ar}");
+    assert!(ar.contains("dmarc=pass"), "{ar}");
     c.quit();
 }
 

@@ -1,14 +1,17 @@
 //! `[verify]`: sender authentication of inbound mail at the end of DATA,
-//! before the 250: SPF of the MAIL FROM identity (of the HELO identity for
-//! `<>`), every DKIM signature, and DMARC (alignment and the policy of the
-//! `From:` domain), with mail-auth 0.13.
+//! before the 250: SPF of the MAIL FROM identity and of the HELO identity
+//! (RFC 7208 §2.3; for `<>` the HELO identity alone), every DKIM
+//! signature, and DMARC (alignment and the policy of the `From:` domain),
+//! with mail-auth 0.13.
 //!
 //! The results go into an `Authentication-Results:` header (RFC 8601,
 //! authserv-id = `server.hostname`) right after our `Received:`. What they
 //! lead to depends on the modes:
 //!
 //! - `spf = "score"` adds [`SPF_FAIL`], [`SPF_SOFTFAIL`] or [`SPF_NONE`] to
-//!   the message score; `spf = "reject"` refuses a fail with 550 5.7.23
+//!   the message score for the MAIL FROM identity, and [`SPF_HELO_FAIL`]
+//!   for a HELO name whose SPF record refuses the client; `spf =
+//!   "reject"` refuses a MAIL FROM fail with 550 5.7.23
 //!   (RFC 7372). A temporary error (temperror) is never refused: the
 //!   message is accepted with `spf=temperror` in the header.
 //! - `dkim = "score"` adds [`DKIM_FAIL`] when a signature fails and none
@@ -62,6 +65,9 @@ pub(crate) const SPF_SOFTFAIL: f64 = 1.0;
 /// Score of a domain without SPF record (none) or with a broken one
 /// (permerror).
 pub(crate) const SPF_NONE: f64 = 0.5;
+/// Score of an SPF fail of the HELO name, when MAIL FROM is not `<>` (for
+/// `<>` the HELO identity is the one of [`SPF_FAIL`]).
+pub(crate) const SPF_HELO_FAIL: f64 = 1.0;
 /// Score of a message whose DKIM signatures fail, none passing
 /// (`dkim = "score"`).
 pub(crate) const DKIM_FAIL: f64 = 2.0;
@@ -109,6 +115,8 @@ struct Results {
     /// The Authentication-Results value, authserv-id first.
     header: String,
     spf: Option<SpfResult>,
+    /// SPF of the HELO name, checked besides a MAIL FROM address.
+    spf_helo: Option<SpfResult>,
     /// (a signature passed, a signature failed, signatures seen).
     dkim: Option<(bool, bool, usize)>,
     /// The result, the policy and the From domain.
@@ -209,6 +217,10 @@ pub(crate) async fn check(req: Request<'_>, body: Body) -> Checked {
             score.score += points;
             score.reasons.push(name.into());
         }
+        if results.spf_helo == Some(SpfResult::Fail) {
+            score.score += SPF_HELO_FAIL;
+            score.reasons.push("spf_helo_fail".into());
+        }
     }
     if v.dkim == DkimMode::Score
         && let Some((pass, fail, seen)) = results.dkim
@@ -300,6 +312,9 @@ fn summarize(r: &Results) -> String {
     if let Some(spf) = &r.spf {
         out.push(format!("spf={}", spf.to_string().to_lowercase()));
     }
+    if let Some(spf) = &r.spf_helo {
+        out.push(format!("spf_helo={}", spf.to_string().to_lowercase()));
+    }
     if let Some((pass, fail, seen)) = r.dkim {
         let word = if pass {
             "pass"
@@ -338,17 +353,33 @@ async fn verify(
     sender: String,
 ) -> Results {
     let mut header = hostname.clone();
-    // SPF: MAIL FROM, or HELO for `<>`. DMARC needs it too.
-    let spf_output = if v.spf != SpfMode::Off || v.dmarc != DmarcMode::Off {
-        let params = if sender.is_empty() {
-            SpfParameters::verify_ehlo(ip, &helo, &hostname)
+    // SPF: MAIL FROM, or HELO for `<>`. DMARC needs it too. Besides a MAIL
+    // FROM address, the HELO name on its own (a name, not an address
+    // literal), at the same time.
+    let main_spf = async {
+        if v.spf != SpfMode::Off || v.dmarc != DmarcMode::Off {
+            let params = if sender.is_empty() {
+                SpfParameters::verify_ehlo(ip, &helo, &hostname)
+            } else {
+                SpfParameters::verify_mail_from(ip, &helo, &hostname, &sender)
+            };
+            Some(auth.verify_spf(params).await)
         } else {
-            SpfParameters::verify_mail_from(ip, &helo, &hostname, &sender)
-        };
-        Some(auth.verify_spf(params).await)
-    } else {
-        None
+            None
+        }
     };
+    let helo_is_name = helo.contains('.') && !helo.starts_with('[');
+    let helo_spf = async {
+        if v.spf != SpfMode::Off && !sender.is_empty() && helo_is_name {
+            Some(
+                auth.verify_spf(SpfParameters::verify_ehlo(ip, &helo, &hostname))
+                    .await,
+            )
+        } else {
+            None
+        }
+    };
+    let (spf_output, helo_output) = tokio::join!(main_spf, helo_spf);
     let mut spf = None;
     if v.spf != SpfMode::Off
         && let Some(out) = &spf_output
@@ -363,6 +394,12 @@ async fn verify(
         };
         header.push_str(&part(&ar, &hostname));
         spf = Some(out.result());
+    }
+    let mut spf_helo = None;
+    if let Some(out) = &helo_output {
+        let ar = AuthenticationResults::new(&hostname).with_spf_ehlo_result(out, ip, &helo);
+        header.push_str(&part(&ar, &hostname));
+        spf_helo = Some(out.result());
     }
     let parsed = AuthenticatedMessage::parse(&message);
     let dkim_output = match (&parsed, complete) {
@@ -413,6 +450,7 @@ async fn verify(
     Results {
         header,
         spf,
+        spf_helo,
         dkim,
         dmarc,
     }
