@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::net::client_from;
+use support::outbound::{queue_cmd, queue_list};
 use support::{
     Client, ConfigBuilder, Server, dot_stuff, find_message, messages_in, wait_for_files,
 };
@@ -322,6 +323,23 @@ score = 1
         &["after_accept filter program failed", "LATE", "exit code 9"],
         LOG_WAIT,
     );
+    // Another held message, which the administrator deletes: listed as
+    // held, gone for good once deleted.
+    let doomed = queued(to_joe(&mut c, "doomed", "deleted while held")).queue_id();
+    server
+        .logs
+        .wait_for(&["after_accept filter program failed", &doomed], LOG_WAIT);
+    let list = queue_list(&server.config_path);
+    for id in [&waiting, &doomed] {
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_default();
+        assert!(line.contains("after_accept filters"), "{id}: {list}");
+    }
+    let out =
+        queue_cmd(&server.config_path, &["delete", &doomed]).expect_success("mxguard queue delete");
+    assert!(out.stdout.contains(&doomed), "{}", out.stdout);
     std::thread::sleep(Duration::from_millis(500));
     assert!(messages_in(&joe).is_empty(), "delivered unjudged");
     std::fs::remove_file(bin.join("broken")).expect("rm");
@@ -372,7 +390,8 @@ score = 1
     );
     assert!(find_message(&joe, "BOUNCEME").is_empty());
     assert!(find_message(&joe, "DROPME").is_empty());
-    assert!(!waiting.is_empty());
+    assert!(find_message(&joe, "deleted while held").is_empty());
+    assert!(!queue_list(&server.config_path).contains(&doomed));
 }
 
 #[test]

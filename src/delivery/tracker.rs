@@ -279,6 +279,13 @@ impl Tracker {
             return;
         };
         e.outstanding = e.outstanding.saturating_sub(1);
+        if e.delete {
+            // Deleted by the administrator meanwhile.
+            if e.outstanding == 0 {
+                self.finalize(&id).await;
+            }
+            return;
+        }
         let verdict = match result {
             AfterResult::Failed { rule, why } => {
                 tracing::warn!(queue_id = %id, check = "filter", rule = %rule, error = %why,
@@ -403,13 +410,21 @@ impl Tracker {
             return;
         };
         e.outstanding = e.outstanding.saturating_sub(1);
+        let deleted = e.delete;
         match result {
             Ok(m) => {
                 if let Some(e) = self.entries.remove(&old) {
                     self.forget(e).await;
                 }
+                if deleted {
+                    // Deleted by the administrator meanwhile: the new copy
+                    // goes too.
+                    self.queue.delivered(m.loc);
+                    return;
+                }
                 self.adopt_journal(m).await;
             }
+            Err(_) if deleted => self.finalize(&old).await,
             Err(why) => {
                 tracing::error!(queue_id = %old, error = %why,
                     "cannot add the after_accept filters' headers; delivering without them");
