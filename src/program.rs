@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mxguard_config::FilterProgram;
+use mxguard_policy::content::{ProgramVerdict, program_verdict};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
@@ -245,6 +246,22 @@ pub async fn run(
         stderr,
         elapsed: started.elapsed(),
     })
+}
+
+/// Runs `program` and reads its answer: the verdict (with how it ended,
+/// for the log), or why there is none (stderr included when the answer
+/// is not understood).
+pub async fn ask(
+    program: &FilterProgram,
+    env: &Env<'_>,
+    input: Source<'_>,
+) -> Result<(ProgramVerdict, Finished), String> {
+    let finished = run(program, env, input).await.map_err(|e| e.to_string())?;
+    match program_verdict(finished.exit, &finished.first_line) {
+        Ok(verdict) => Ok((verdict, finished)),
+        Err(why) if finished.stderr.is_empty() => Err(why),
+        Err(why) => Err(format!("{why}; stderr: {}", finished.stderr)),
+    }
 }
 
 /// Writes the message to the program's stdin.

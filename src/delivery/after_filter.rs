@@ -12,9 +12,7 @@
 //! that lasts past `queue.max_age`. Nothing is delivered unjudged.
 
 use mxguard_config::Config;
-use mxguard_policy::content::{
-    AfterVerdict, ProgramVerdict, after_accept_rules, format_score, judge_after, program_verdict,
-};
+use mxguard_policy::content::{AfterVerdict, Judgement, after_accept_rules, format_score};
 use mxguard_queue::{Content, Envelope, RcptStatus};
 
 use crate::program;
@@ -33,14 +31,13 @@ pub(crate) enum AfterResult {
 /// message, until one refuses or discards it.
 pub(crate) async fn judge(cfg: &Config, env: &Envelope, content: &Content) -> AfterResult {
     let accepted = env.filter_score.unwrap_or(0.0);
-    let mut score = accepted;
+    let mut judgement = Judgement::after_accept(accepted);
     let recipients: Vec<String> = env
         .recipients
         .iter()
         .filter(|r| r.status == RcptStatus::Pending)
         .map(|r| r.address.clone())
         .collect();
-    let mut answers = Vec::new();
     for (i, rule) in after_accept_rules(cfg) {
         let Some(prog) = rule.program() else {
             continue;
@@ -52,7 +49,7 @@ pub(crate) async fn judge(cfg: &Config, env: &Envelope, content: &Content) -> Af
             client_ip: &env.client_ip,
             helo: &env.helo,
             rule: &rule.name,
-            score,
+            score: judgement.score(),
             stage: "after_accept",
         };
         let source = match content {
@@ -63,23 +60,9 @@ pub(crate) async fn judge(cfg: &Config, env: &Envelope, content: &Content) -> Af
                 len: Some(*len),
             },
         };
-        let finished = match program::run(prog, &run_env, source).await {
-            Ok(f) => f,
-            Err(e) => {
-                return AfterResult::Failed {
-                    rule: rule.name.clone(),
-                    why: e.to_string(),
-                };
-            }
-        };
-        let answer = match program_verdict(finished.exit, &finished.first_line) {
+        let (answer, finished) = match program::ask(prog, &run_env, source).await {
             Ok(a) => a,
             Err(why) => {
-                let why = if finished.stderr.is_empty() {
-                    why
-                } else {
-                    format!("{why}; stderr: {}", finished.stderr)
-                };
                 return AfterResult::Failed {
                     rule: rule.name.clone(),
                     why,
@@ -89,18 +72,12 @@ pub(crate) async fn judge(cfg: &Config, env: &Envelope, content: &Content) -> Af
         tracing::debug!(queue_id = %env.id, check = "filter", rule = %rule.name, exit = ?finished.exit,
             answer = %finished.first_line, elapsed_ms = finished.elapsed.as_millis() as u64,
             "after_accept filter program answered");
-        let stop = matches!(answer, ProgramVerdict::Reject(_) | ProgramVerdict::Discard);
-        match &answer {
-            ProgramVerdict::Accept => {}
-            ProgramVerdict::Score(n) => score += n + rule.score,
-            _ => score += rule.score,
-        }
-        answers.push((i, answer));
-        if stop {
+        judgement.program_answered(cfg, i, answer);
+        if judgement.is_stopped() {
             break;
         }
     }
-    let verdict = judge_after(cfg, accepted, &answers);
+    let verdict = judgement.finish_after(cfg, accepted);
     let fired = if verdict.fired.is_empty() {
         "none".to_string()
     } else {

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use mxguard_config::{Config, FilterRule};
 use mxguard_policy::content::{
     ContentAction, Judgement, MessageFacts, ProgramVerdict, format_score, is_active, needs_message,
-    program_verdict,
 };
 use mxguard_proto::Reply;
 use mxguard_queue::{Body, Recipient, Target};
@@ -330,16 +329,7 @@ async fn ask_program(
             len: None,
         },
     };
-    let finished = program::run(program, &env, source)
-        .await
-        .map_err(|e| e.to_string())?;
-    let verdict = program_verdict(finished.exit, &finished.first_line).map_err(|why| {
-        if finished.stderr.is_empty() {
-            why
-        } else {
-            format!("{why}; stderr: {}", finished.stderr)
-        }
-    })?;
+    let (verdict, finished) = program::ask(program, &env, source).await?;
     tracing::debug!(session = %input.session, queue_id = %input.queue_id, check = "filter",
         rule = %rule.name, exit = ?finished.exit, answer = %finished.first_line,
         elapsed_ms = finished.elapsed.as_millis() as u64, "filter program answered");

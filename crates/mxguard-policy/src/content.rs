@@ -562,59 +562,56 @@ pub fn after_accept_rules(cfg: &Config) -> impl Iterator<Item = (usize, &FilterR
         .filter(|(_, r)| r.after_accept && r.program().is_some())
 }
 
-/// Judges the answers of the `after_accept` programs, `answers` in file
-/// order (a refusal or discard ends the list), for a message accepted with
-/// `accepted_score`. The score can still refuse the message (then it is
-/// bounced) or tag it, when it crosses `[scoring]`'s thresholds now.
-pub fn judge_after(
-    cfg: &Config,
-    accepted_score: f64,
-    answers: &[(usize, ProgramVerdict)],
-) -> AfterVerdict {
-    let facts = MessageFacts {
-        sender: "",
-        recipients: &[],
-        client_ip: IpAddr::from([0, 0, 0, 0]),
-        helo: "",
-        connect_score: accepted_score,
-        connect_reasons: &[],
-    };
-    let mut j = Judgement {
-        text: None,
-        next: cfg.filters.len(),
-        score: accepted_score,
-        fired: Vec::new(),
-        add_headers: Vec::new(),
-        redirect: None,
-        external: Vec::new(),
-        stopped: None,
-    };
-    for (i, answer) in answers {
-        if j.is_stopped() {
-            break;
+impl Judgement {
+    /// Starts judging a message after its 250, accepted with
+    /// `accepted_score`: only [`Judgement::program_answered`] (for the
+    /// `after_accept` rules, in file order) and [`Judgement::finish_after`]
+    /// apply.
+    pub fn after_accept(accepted_score: f64) -> Judgement {
+        Judgement {
+            text: None,
+            next: usize::MAX,
+            score: accepted_score,
+            fired: Vec::new(),
+            add_headers: Vec::new(),
+            redirect: None,
+            external: Vec::new(),
+            stopped: None,
         }
-        j.program_answered(cfg, *i, answer.clone());
     }
-    let scoring = &cfg.scoring;
-    let tagged_before = scoring.active && accepted_score > scoring.tag_above;
-    let verdict = j.finish(cfg, &facts);
-    let action = match verdict.action {
-        ContentAction::Redirect { .. } => ContentAction::Accept,
-        a => a,
-    };
-    // The X-Spam-Score and X-Spam-Status of the acceptance stay; only a
-    // newly earned flag and the programs' own headers are added.
-    let add_headers = verdict
-        .add_headers
-        .into_iter()
-        .filter(|(n, _)| n != "X-Spam-Score" && n != "X-Spam-Status")
-        .filter(|(n, _)| !(tagged_before && n == "X-Spam-Flag"))
-        .collect();
-    AfterVerdict {
-        action,
-        add_headers,
-        score: verdict.score,
-        fired: verdict.fired,
+
+    /// The verdict after the 250. The score can still refuse the message
+    /// (then it is bounced) or tag it, when it crosses `[scoring]`'s
+    /// thresholds now; the scoring headers of the acceptance stay.
+    pub fn finish_after(self, cfg: &Config, accepted_score: f64) -> AfterVerdict {
+        let facts = MessageFacts {
+            sender: "",
+            recipients: &[],
+            client_ip: IpAddr::from([0, 0, 0, 0]),
+            helo: "",
+            connect_score: accepted_score,
+            connect_reasons: &[],
+        };
+        let scoring = &cfg.scoring;
+        let tagged_before = scoring.active && accepted_score > scoring.tag_above;
+        let verdict = self.finish(cfg, &facts);
+        let action = match verdict.action {
+            ContentAction::Redirect { .. } => ContentAction::Accept,
+            a => a,
+        };
+        // Only a newly earned flag and the programs' own headers are added.
+        let add_headers = verdict
+            .add_headers
+            .into_iter()
+            .filter(|(n, _)| n != "X-Spam-Score" && n != "X-Spam-Status")
+            .filter(|(n, _)| !(tagged_before && n == "X-Spam-Flag"))
+            .collect();
+        AfterVerdict {
+            action,
+            add_headers,
+            score: verdict.score,
+            fired: verdict.fired,
+        }
     }
 }
 
@@ -1239,6 +1236,24 @@ score = 1
             matches!(&v.action, ContentAction::Reject(r) if r.check == CheckId::Scoring && r.reason.contains("rspamd:GTUBE")),
             "{v:?}"
         );
+    }
+
+    /// Judges the answers of the `after_accept` programs, `answers` in file
+    /// order (a refusal or discard ends the list), for a message accepted with
+    /// `accepted_score`.
+    fn judge_after(
+        cfg: &Config,
+        accepted_score: f64,
+        answers: &[(usize, ProgramVerdict)],
+    ) -> AfterVerdict {
+        let mut j = Judgement::after_accept(accepted_score);
+        for (i, answer) in answers {
+            if j.is_stopped() {
+                break;
+            }
+            j.program_answered(cfg, *i, answer.clone());
+        }
+        j.finish_after(cfg, accepted_score)
     }
 
     #[test]
