@@ -1,10 +1,12 @@
 //! The end of DATA: the content rules (`[[filter]]`) and the message score
 //! (`[scoring]`), applied to a received message before its 250.
 //!
-//! The decision is [`mxguard_policy::content::judge_content`]'s; this module
+//! The decision is a [`mxguard_policy::content::Judgement`]'s; this module
 //! does the IO around it: it reads the message (from memory, or the first
 //! [`READ_LIMIT`] bytes of a spool file), runs the parse and the rules off
-//! the executor, and applies the verdict: a refusal removes the spool file,
+//! the executor, asks the filter programs ([`crate::program`]) and rspamd
+//! ([`crate::facts::rspamd`]) when the rules come to them, and applies the
+//! verdict: a refusal removes the spool file,
 //! a discard answers 250 and queues nothing, a redirect replaces the
 //! recipients, and added headers go at the top of the message, right after
 //! our `Received:` (a spool file is rewritten for that). Every decision is

@@ -1,11 +1,13 @@
 //! Content rules (`[[filter]]`) and the message score (`[scoring]`), judged
 //! at the end of DATA.
 //!
-//! [`judge_content`] takes the message as the client sent it (header
-//! section and body, without our `Received:`) and what the envelope and the
-//! connection stage know, runs the rules in file order and returns a
-//! [`ContentVerdict`]: what to do with the message, the headers to add, the
-//! score and the rules that fired. The message is read as text by
+//! A [`Judgement`] takes the message as the client sent it (header section
+//! and body, without our `Received:`) and what the envelope and the
+//! connection stage know, runs the rules in file order (stopping where a
+//! filter program must be asked, whose answer [`program_verdict`] reads)
+//! and ends in a [`ContentVerdict`]: what to do with the message, the
+//! headers to add, the score and the rules that fired. [`judge_content`]
+//! does it all at once when no program is involved. The message is read as text by
 //! `mail-parser`: header values are decoded (RFC 2047 encoded words), and
 //! the body is every text part, whatever its transfer encoding
 //! (quoted-printable, base64), plus the text of HTML parts without their
